@@ -1,0 +1,6 @@
+"""SyncFoley: synchronized Foley audio for silent video.
+
+This file is both the ComfyUI entry point (ComfyUI imports the pack's folder under whatever name it has,
+so everything below uses relative imports) and the `syncfoley` package when installed with pip.
+"""
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""Layer construction that can be injected into every network of the package.
+
+The layers here cast their stored weights to the input's dtype and device on use. That one rule lets
+weights be stored in fp8 (half the memory of bf16) and computed in bf16, and lets weights live on the
+CPU while the computation runs on the GPU (block offloading). When storage and compute agree the cast
+is a no-op and costs nothing.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP8_DTYPES = tuple(
+    getattr(torch, name) for name in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, name)
+)
+
+
+def cast_to(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    if tensor is None or (tensor.dtype == like.dtype and tensor.device == like.device):
+        return tensor
+    return tensor.to(device=like.device, dtype=like.dtype, non_blocking=True)
+
+
+class Linear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, cast_to(self.weight, x), cast_to(self.bias, x))
+
+
+class Conv1d(nn.Conv1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        output_padding = self._output_padding(
+            x, output_size, self.stride, self.padding, self.kernel_size, 1, self.dilation
+        )
+        return F.conv_transpose1d(
+            x, cast_to(self.weight, x), cast_to(self.bias, x), self.stride, self.padding,
+            output_padding, self.groups, self.dilation,
+        )
+
+
+class Conv3d(nn.Conv3d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
+
+
+class LayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, cast_to(self.weight, x), cast_to(self.bias, x), self.eps)
+
+
+class CastOps:
+    """The default operations: PyTorch layers that cast weights on use."""
+
+    Linear = Linear
+    Conv1d = Conv1d
+    ConvTranspose1d = ConvTranspose1d
+    Conv3d = Conv3d
+    LayerNorm = LayerNorm
+
+
+CAST_LAYERS = (Linear, Conv1d, ConvTranspose1d, Conv3d)
+
+
+def store_weights(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Store the matrix weights of every cast-on-use layer in `dtype` (e.g. fp8); keep the rest.
+
+    Biases, norms, embeddings and learned tokens stay in their dtype: they are small and precision
+    sensitive. Returns the module for chaining.
+    """
+    for layer in module.modules():
+        if isinstance(layer, CAST_LAYERS) and layer.weight.dtype != dtype:
+            layer.weight = nn.Parameter(layer.weight.detach().to(dtype), requires_grad=False)
+    return module
+
+
+def stored_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
+        b.numel() * b.element_size() for b in module.buffers()
+    )
