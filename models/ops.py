@@ -43,6 +43,11 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         )
 
 
+class Conv2d(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
+
+
 class Conv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
@@ -59,11 +64,12 @@ class CastOps:
     Linear = Linear
     Conv1d = Conv1d
     ConvTranspose1d = ConvTranspose1d
+    Conv2d = Conv2d
     Conv3d = Conv3d
     LayerNorm = LayerNorm
 
 
-CAST_LAYERS = (Linear, Conv1d, ConvTranspose1d, Conv3d)
+CAST_LAYERS = (Linear, Conv1d, ConvTranspose1d, Conv2d, Conv3d)
 
 
 def store_weights(module: nn.Module, dtype: torch.dtype) -> nn.Module:
@@ -73,8 +79,9 @@ def store_weights(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     sensitive. Returns the module for chaining.
     """
     for layer in module.modules():
-        if isinstance(layer, CAST_LAYERS) and layer.weight.dtype != dtype:
-            layer.weight = nn.Parameter(layer.weight.detach().to(dtype), requires_grad=False)
+        weight = getattr(layer, "weight", None)  # weight-normed layers keep weight_g / weight_v instead
+        if isinstance(layer, CAST_LAYERS) and isinstance(weight, torch.Tensor) and weight.dtype != dtype:
+            layer.weight = nn.Parameter(weight.detach().to(dtype), requires_grad=False)
     return module
 
 

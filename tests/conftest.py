@@ -65,3 +65,35 @@ def parity(reference_dir, seeded):
 def max_abs_error_ratio(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """Max abs error relative to the max abs of the expected output (the issue's parity measure)."""
     return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
+
+
+@pytest.fixture(scope="session")
+def parity_dit(parity):
+    """The reference's tiny parity DiT (hidden 256, 2+2 blocks) with its seeded weights, fp32."""
+    from syncfoley.models.dit import FoleyDiT
+
+    _, state_dict, _ = parity("hvf_tiny")
+    return FoleyDiT.from_checkpoint(state_dict)
+
+
+def random_visual_features(seconds: float, seed: int = 0, dim: int = 768):
+    """VisualFeatures of the release's rates for a clip of `seconds`, random but reproducible."""
+    from syncfoley.sampling.features import VisualFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    frames = int(round(seconds * 25))
+    segments = (frames - 16) // 8 + 1
+    return VisualFeatures(
+        clip=torch.randn(1, int(seconds * 8), dim, generator=g),
+        sync=torch.randn(1, segments * 8, dim, generator=g),
+        duration=seconds,
+        static_clip=torch.randn(1, 1, dim, generator=g),
+        static_sync=torch.randn(1, 8, dim, generator=g),
+    )
+
+
+def random_text_features(tokens: int = 12, seed: int = 1, dim: int = 768):
+    from syncfoley.sampling.features import TextFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    return TextFeatures(torch.randn(1, tokens, dim, generator=g), torch.randn(1, tokens, dim, generator=g))

@@ -1,0 +1,303 @@
+"""Synchformer: audio-visual synchronisation features (visual conditioning of the Foley model, and DeSync).
+
+The released `synchformer_state_dict.pth` (the same file MMAudio ships) holds three parts:
+- `vfeat_extractor`: MotionFormer (`motionformer.py`), 16-frame segments at 25 fps -> 8 tokens of 768;
+- `afeat_extractor`: AST (`synchformer_audio.py`), 0.64 s log-mel segments at 16 kHz -> 6 tokens of 768;
+- `vproj`/`aproj` + `transformer`: a 3-layer transformer over `[OFF, visual..., MOD, audio...]` whose OFF
+  token is classified into 21 audio-visual offsets on a -2..2 s grid (0.2 s steps). Its learned position
+  embedding has 198 rows = 2 + 14 * (8 + 6), so it takes exactly 14 segments (4.8 s) of each stream.
+
+The Foley model uses only `extract_visual`; evaluation uses the audio side and the offset head.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import Checkpoint, assign_state_dict, read_checkpoint, require_kind
+from .motionformer import MotionFormer, merge_heads, split_heads
+from .ops import CastOps, cast_to, store_weights
+from .synchformer_audio import ASTFeatureExtractor, log_mel_segments
+
+SEGMENT_FRAMES = 16
+SEGMENT_STRIDE = 8
+FPS = 25.0
+# Class i of the offset head (numpy's linspace, as the release: its middle class is exactly 0).
+OFFSET_GRID_SECONDS = torch.from_numpy(np.linspace(-2.0, 2.0, 21)).float()
+
+
+@dataclass(frozen=True)
+class SynchformerConfig:
+    dim: int = 768
+    visual_depth: int = 12
+    visual_head_dim: int = 64
+    image_size: int = 224
+    patch_size: int = 16
+    tubelet: int = 2
+    segment_frames: int = 16
+    audio_depth: int = 12
+    audio_head_dim: int = 64
+    mels: int = 128
+    spec_frames: int = 66
+    audio_patch: int = 16
+    audio_stride: int = 10
+    mlp_ratio: int = 4
+    sync_depth: int = 3
+    sync_head_dim: int = 96
+    sync_positions: int = 198
+    offset_classes: int = 21
+
+    def __post_init__(self):
+        for head_dim in (self.visual_head_dim, self.audio_head_dim, self.sync_head_dim):
+            if self.dim % head_dim:
+                raise ValueError(f"dim {self.dim} is not a multiple of the head dim {head_dim}")
+
+    @property
+    def mlp_hidden(self) -> int:
+        return self.mlp_ratio * self.dim
+
+    @property
+    def visual_tokens_per_segment(self) -> int:
+        return self.segment_frames // self.tubelet
+
+    @property
+    def audio_tokens_per_segment(self) -> int:
+        return (self.spec_frames - self.audio_patch) // self.audio_stride + 1
+
+    @property
+    def offset_segments(self) -> int:
+        """Segments per stream the offset head takes (its position embedding fixes it)."""
+        return (self.sync_positions - 2) // (self.visual_tokens_per_segment + self.audio_tokens_per_segment)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> "SynchformerConfig":
+        """Read the sizes off the tensor shapes. Head dims, the AST stride and mel count are not in
+        the shapes; the release's values are assumed (64, 64, 96; stride 10, 128 mels)."""
+        shape = lambda key: tuple(state_dict[key].shape)  # noqa: E731
+        try:
+            dim, _, tubelet, patch, _ = shape("vfeat_extractor.patch_embed_3d.proj.weight")
+            grid = round((shape("vfeat_extractor.pos_embed")[1] - 1) ** 0.5)
+            steps = shape("vfeat_extractor.temp_embed")[1]
+            mlp_hidden = shape("vfeat_extractor.blocks.0.mlp.fc1.weight")[0]
+            audio_patch = shape("afeat_extractor.ast.embeddings.patch_embeddings.projection.weight")[-1]
+            audio_tokens = shape("afeat_extractor.ast.embeddings.position_embeddings")[1] - 2
+            sync_positions = shape("transformer.pos_emb_cfg.pos_emb")[1]
+            offset_classes = shape("transformer.off_head.weight")[0]
+        except KeyError as exc:
+            raise ValueError(f"not a full Synchformer state dict: tensor {exc} is missing") from exc
+        base = cls()
+        freq_patches = (base.mels - audio_patch) // base.audio_stride + 1
+        time_patches = audio_tokens // freq_patches
+        return cls(
+            dim=dim, visual_depth=_count(state_dict, "vfeat_extractor.blocks"), image_size=grid * patch,
+            patch_size=patch, tubelet=tubelet, segment_frames=steps * tubelet,
+            audio_depth=_count(state_dict, "afeat_extractor.ast.encoder.layer"), audio_patch=audio_patch,
+            spec_frames=(time_patches - 1) * base.audio_stride + audio_patch, mlp_ratio=mlp_hidden // dim,
+            sync_depth=_count(state_dict, "transformer.blocks"), sync_positions=sync_positions,
+            offset_classes=offset_classes,
+        )
+
+
+def _count(state_dict: Mapping[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.")
+    indices = {int(m.group(1)) for key in state_dict if (m := pattern.match(key))}
+    return max(indices) + 1 if indices else 0
+
+
+def release() -> SynchformerConfig:
+    """`synchformer_state_dict.pth`: 237,460,245 parameters."""
+    return SynchformerConfig()
+
+
+def tiny() -> SynchformerConfig:
+    """Same layout at test size (one layer per part, dim 192, 32x32 frames)."""
+    return SynchformerConfig(dim=192, visual_depth=1, image_size=32, audio_depth=1, sync_depth=1)
+
+
+NAMED_CONFIGS = {"release": release, "tiny": tiny}
+
+
+def named(name: str, **overrides) -> SynchformerConfig:
+    try:
+        return replace(NAMED_CONFIGS[name.lower()](), **overrides)
+    except KeyError:
+        raise ValueError(f"unknown Synchformer config '{name}'; known: {', '.join(NAMED_CONFIGS)}") from None
+
+
+def segment_frames(frames: torch.Tensor, segment: int = SEGMENT_FRAMES, stride: int = SEGMENT_STRIDE) -> torch.Tensor:
+    """`[B, T, C, H, W]` -> `[B, S, segment, C, H, W]`, S = (T - segment) // stride + 1 (a strided view)."""
+    if frames.shape[1] < segment:
+        raise ValueError(f"{frames.shape[1]} frames are fewer than one segment of {segment}")
+    return frames.unfold(1, segment, stride).permute(0, 1, 5, 2, 3, 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Offset head
+# ----------------------------------------------------------------------------------------------
+class _SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, operations=CastOps, device=None, dtype=None):
+        super().__init__()
+        self.heads = heads
+        self.key = operations.Linear(dim, dim, device=device, dtype=dtype)
+        self.query = operations.Linear(dim, dim, device=device, dtype=dtype)
+        self.value = operations.Linear(dim, dim, device=device, dtype=dtype)
+        self.proj = operations.Linear(dim, dim, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (split_heads(proj(x), self.heads) for proj in (self.query, self.key, self.value))
+        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class _Block(nn.Module):
+    """Pre-norm block (LayerNorm eps 1e-5, exact GELU); `mlp.0` / `mlp.2` as in the release."""
+
+    def __init__(self, dim: int, heads: int, mlp_hidden: int, operations=CastOps, device=None, dtype=None):
+        super().__init__()
+        self.ln1 = operations.LayerNorm(dim, device=device, dtype=dtype)
+        self.ln2 = operations.LayerNorm(dim, device=device, dtype=dtype)
+        self.attn = _SelfAttention(dim, heads, operations, device, dtype)
+        self.mlp = nn.Sequential(operations.Linear(dim, mlp_hidden, device=device, dtype=dtype), nn.GELU(),
+                                 operations.Linear(mlp_hidden, dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class OffsetTransformer(nn.Module):
+    """`[OFF, visual..., MOD, audio...]` + learned positions -> blocks -> logits of the OFF token."""
+
+    def __init__(self, config: SynchformerConfig, operations=CastOps, device=None, dtype=None):
+        super().__init__()
+        dim, kw = config.dim, dict(device=device, dtype=dtype)
+        self.OFF_tok = nn.Parameter(torch.empty(1, 1, dim, **kw))
+        self.MOD_tok = nn.Parameter(torch.empty(1, 1, dim, **kw))
+        self.vis_in_lnorm = operations.LayerNorm(dim, **kw)
+        self.aud_in_lnorm = operations.LayerNorm(dim, **kw)
+        self.pos_emb_cfg = nn.Module()
+        self.pos_emb_cfg.pos_emb = nn.Parameter(torch.empty(1, config.sync_positions, dim, **kw))
+        self.blocks = nn.Sequential(*(
+            _Block(dim, dim // config.sync_head_dim, config.mlp_hidden, operations, device, dtype)
+            for _ in range(config.sync_depth)))
+        self.ln_f = operations.LayerNorm(dim, **kw)
+        self.off_head = operations.Linear(dim, config.offset_classes, **kw)
+
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        batch = visual.shape[0]
+        special = lambda token: cast_to(token, visual).expand(batch, -1, -1)  # noqa: E731
+        x = torch.cat([special(self.OFF_tok), self.vis_in_lnorm(visual),
+                       special(self.MOD_tok), self.aud_in_lnorm(audio)], dim=1)
+        positions = self.pos_emb_cfg.pos_emb
+        if x.shape[1] != positions.shape[1]:
+            raise ValueError(f"the offset head takes exactly {positions.shape[1] - 2} visual + audio tokens, "
+                             f"got {visual.shape[1]} + {audio.shape[1]}")
+        x = self.blocks(x + cast_to(positions, x))
+        return self.off_head(self.ln_f(x[:, 0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The full model
+# ----------------------------------------------------------------------------------------------
+class Synchformer(nn.Module):
+    def __init__(self, config: SynchformerConfig | None = None, operations=CastOps, device=None, dtype=None):
+        super().__init__()
+        self.config = config = config or release()
+        dim, hidden = config.dim, config.mlp_hidden
+        self.vfeat_extractor = MotionFormer(
+            dim, config.visual_depth, dim // config.visual_head_dim, hidden, config.image_size,
+            config.patch_size, config.tubelet, config.segment_frames, operations, device, dtype)
+        self.afeat_extractor = ASTFeatureExtractor(
+            dim, config.audio_depth, dim // config.audio_head_dim, hidden, config.mels, config.spec_frames,
+            config.audio_patch, config.audio_stride, operations, device, dtype)
+        self.vproj = operations.Linear(dim, dim, device=device, dtype=dtype)
+        self.aproj = operations.Linear(dim, dim, device=device, dtype=dtype)
+        self.transformer = OffsetTransformer(config, operations, device, dtype)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        source: str | os.PathLike | Mapping[str, torch.Tensor] | Checkpoint,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        weight_dtype: torch.dtype | None = None,
+        operations=CastOps,
+    ) -> "Synchformer":
+        """Load `synchformer_state_dict.pth` (or a same-layout `.safetensors` / state dict), strictly.
+
+        Built on the meta device and the loaded tensors assigned: no random init, no second copy.
+        `dtype` is the compute dtype (default: the file's); `weight_dtype` stores matrix weights in
+        another dtype (e.g. fp8) that is cast on use.
+        """
+        if isinstance(source, Checkpoint):
+            checkpoint = source
+        elif isinstance(source, Mapping):
+            checkpoint = Checkpoint(dict(source))
+        else:
+            checkpoint = read_checkpoint(source, device="cpu")
+        state_dict = require_kind(checkpoint, "synchformer", "Synchformer loader",
+                                  hint="Use the Foley model or DAC-VAE loader for that file.")
+        config = SynchformerConfig.from_state_dict(state_dict)
+        with torch.device("meta"):
+            model = cls(config, operations=operations)
+        assign_state_dict(model, state_dict, f"a Synchformer ({config.dim}-d, {config.visual_depth} visual layers)")
+        model.to(device=device, dtype=dtype or state_dict["vfeat_extractor.cls_token"].dtype)
+        if weight_dtype is not None and weight_dtype != model.dtype:
+            store_weights(model, weight_dtype)
+        return model.eval().requires_grad_(False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vfeat_extractor.cls_token.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.vfeat_extractor.cls_token.device
+
+    def extract_visual(self, segments: torch.Tensor, chunk_segments: int | None = None) -> torch.Tensor:
+        """Video segments `[B, S, 16, 3, 224, 224]` in [-1, 1] -> features `[B, S, 8, 768]`.
+
+        `chunk_segments` bounds how many segments run at once (memory); results do not depend on it.
+        """
+        batch, count = segments.shape[:2]
+        if chunk_segments:  # slices of the (often strided) input, converted one chunk at a time
+            starts = range(0, count, chunk_segments)
+            chunks = [segments[b, s: s + chunk_segments] for b in range(batch) for s in starts]
+        else:
+            chunks = [segments.flatten(0, 1)]
+        features = torch.cat([self.vfeat_extractor(chunk.to(self.device, self.dtype)) for chunk in chunks])
+        return features.unflatten(0, (batch, count))
+
+    def extract_audio(self, mel_segments: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel segments `[B, S, 128, 66]` (or `[B, S, 1, 128, 66]`, the release's layout;
+        see `log_mel_segments`) -> features `[B, S, 6, 768]`."""
+        if mel_segments.ndim == 5:
+            mel_segments = mel_segments.squeeze(2)
+        batch, count = mel_segments.shape[:2]
+        flat = mel_segments.flatten(0, 1).to(device=self.device, dtype=self.dtype)
+        return self.afeat_extractor(flat).unflatten(0, (batch, count))
+
+    def extract_audio_from_waveform(self, audio: torch.Tensor) -> torch.Tensor:
+        """Mono 16 kHz audio `[B, samples]` -> features `[B, S, 6, 768]`, segments aligned with the video's."""
+        return self.extract_audio(log_mel_segments(audio.to(self.device)))
+
+    def predict_offset(self, visual_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        """Visual `[B, S, 8, D]` and audio `[B, S, 6, D]` features (S = 14, i.e. 4.8 s) -> logits `[B, 21]`
+        over `OFFSET_GRID_SECONDS`."""
+        visual = self.vproj(visual_features.to(self.dtype)).flatten(1, 2)
+        audio = self.aproj(audio_features.to(self.dtype)).flatten(1, 2)
+        return self.transformer(visual, audio)
+
+
+def offset_seconds(logits: torch.Tensor) -> torch.Tensor:
+    """The most likely audio-visual offset, in seconds, for each row of offset logits."""
+    return OFFSET_GRID_SECONDS.to(logits.device)[logits.argmax(dim=-1)]

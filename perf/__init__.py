@@ -1,0 +1,1 @@
+"""Measuring speed and memory: peak-memory tracking and the bench command."""

@@ -1,0 +1,145 @@
+"""CFG exactly as the reference, SyncCFG and its anchors, takes and seeds."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_text_features, random_visual_features
+
+from syncfoley.sampling.features import TextFeatures
+from syncfoley.sampling.generate import SamplingOptions, generate_latents
+from syncfoley.sampling.guidance import CFG, SyncCFG, branch_inputs
+from syncfoley.sampling.noise import initial_noise
+
+SECONDS = 2.0  # 100 latents, 16 SigLIP2 frames, 5 Synchformer segments
+
+
+@pytest.fixture(scope="module")
+def conditions():
+    return random_text_features(), random_visual_features(SECONDS)
+
+
+def reference_euler_cfg(model, noise, text, visual, steps, scale):
+    """The reference's denoising loop, written out as it is in HunyuanVideo-Foley."""
+    sigmas = torch.linspace(1, 0, steps + 1)
+    timesteps = (sigmas[:-1] * 1000).to(torch.float32)
+    latents = noise
+    clip, sync = visual.clip, visual.sync
+    for i, t in enumerate(timesteps):
+        latent_input = torch.cat([latents] * 2)
+        t_expand = t.repeat(latent_input.shape[0])
+        clip_input = torch.cat([model.null_clip(1, clip.shape[1]), clip])
+        sync_input = torch.cat([model.null_sync(1, sync.shape[1]), sync])
+        text_input = torch.cat([text.negative, text.positive])
+        with torch.no_grad():
+            prediction = model(latent_input, t_expand, text_input, clip_input, sync_input).to(torch.float32)
+        uncond, cond = prediction.chunk(2)
+        prediction = uncond + scale * (cond - uncond)
+        latents = latents.to(torch.float32) + prediction * (sigmas[i + 1] - sigmas[i])
+    return latents
+
+
+def test_euler_cfg_reproduces_the_reference_loop_bit_for_bit(parity_dit, conditions):
+    text, visual = conditions
+    noise = initial_noise([7], 128, 100)
+    ours = generate_latents(parity_dit, text, visual, CFG(4.5), SamplingOptions(steps=4), noise=noise)
+    reference = reference_euler_cfg(parity_dit, noise, text, visual, steps=4, scale=4.5)
+    assert torch.equal(ours, reference)
+
+
+def test_sync_cfg_with_zero_sync_scale_equals_cfg(parity_dit, conditions):
+    text, visual = conditions
+    options = SamplingOptions(steps=3, seed=3)
+    cfg = generate_latents(parity_dit, text, visual, CFG(4.5), options)
+    for anchor in ("static", "shift"):
+        sync = generate_latents(parity_dit, text, visual, SyncCFG(4.5, 0.0, anchor), options)
+        assert torch.equal(sync, cfg)
+    different = generate_latents(parity_dit, text, visual, SyncCFG(4.5, 2.0), options)
+    assert (different - cfg).abs().max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def parity_dit_fp64(parity):
+    from syncfoley.models.dit import FoleyDiT
+
+    return FoleyDiT.from_checkpoint(parity("hvf_tiny")[1], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("guidance", [CFG(4.5), SyncCFG(4.5, 2.0, "static"), SyncCFG(3.0, 1.0, "shift", 0.32)])
+def test_batched_and_sequential_guidance_agree(parity_dit, parity_dit_fp64, conditions, guidance):
+    text, visual = conditions
+    run = lambda model, batched: generate_latents(  # noqa: E731
+        model, text, visual, guidance, SamplingOptions(steps=3, takes=2, batched_guidance=batched))
+    # In fp64 the two schedules of the same arithmetic agree to rounding: any mix-up of branches,
+    # takes or chunks would show far above 1e-6.
+    torch.testing.assert_close(run(parity_dit_fp64, True), run(parity_dit_fp64, False), rtol=0, atol=1e-6)
+    # In fp32, BLAS blocks a batch of 6 differently from a batch of 2: the results differ by rounding.
+    batched, sequential = run(parity_dit, True), run(parity_dit, False)
+    assert (batched - sequential).abs().max() <= 1e-5 * batched.abs().max()
+
+
+def test_takes_have_their_own_seeds(parity_dit, conditions):
+    text, visual = conditions
+    two = generate_latents(parity_dit, text, visual, CFG(), SamplingOptions(steps=2, seed=10, takes=2))
+    second_alone = generate_latents(parity_dit, text, visual, CFG(), SamplingOptions(steps=2, seed=11))
+    assert two.shape == (2, 128, 100)
+    assert (two[0] - two[1]).abs().max() > 0.1
+    torch.testing.assert_close(two[1:], second_alone, rtol=0, atol=1e-5)
+
+
+def test_noise_depends_on_the_seed_alone():
+    a = initial_noise([5, 6], 128, 50)
+    torch.testing.assert_close(a[1:], initial_noise([6], 128, 50), rtol=0, atol=0)
+    # Time-major draws: a longer clip starts with the same noise.
+    torch.testing.assert_close(initial_noise([5], 128, 200)[..., :50], a[:1], rtol=0, atol=0)
+
+
+def test_static_anchor_holds_the_first_frame_in_both_streams(conditions):
+    _, visual = conditions
+    anchor = visual.static_anchor()
+    assert anchor.clip.shape == visual.clip.shape and anchor.sync.shape == visual.sync.shape
+    assert torch.equal(anchor.clip, visual.static_clip.expand_as(visual.clip))
+    segments = anchor.sync.unflatten(1, (-1, 8))
+    assert segments.shape[1] == 5 and torch.equal(segments, visual.static_sync.unsqueeze(1).expand_as(segments))
+    bare = type(visual)(visual.clip, visual.sync, SECONDS)
+    with pytest.raises(ValueError, match="no static-frame encoding"):
+        bare.static_anchor()
+
+
+def test_time_shifted_anchor_moves_each_stream_by_its_own_rate(conditions):
+    _, visual = conditions
+    shifted = visual.shifted(0.64)  # 0.64 s = 5 SigLIP2 frames (rounded from 5.12) = 2 segments
+    assert shifted.clip.shape == visual.clip.shape and shifted.sync.shape == visual.sync.shape
+    assert torch.equal(shifted.clip[:, 5:], visual.clip[:, :-5])
+    assert torch.equal(shifted.clip[:, :5], visual.clip[:, :1].expand(-1, 5, -1))  # held first frame
+    assert torch.equal(shifted.sync[:, 16:], visual.sync[:, :-16])
+    earlier = visual.shifted(-0.32)
+    assert torch.equal(earlier.sync[:, :-8], visual.sync[:, 8:])
+
+
+def test_windows_slice_each_stream_at_its_rate():
+    visual = random_visual_features(8.0)  # 64 frames, 24 segments
+    window = visual.window(0.32 * 5, 2.0)
+    assert window.clip.shape[1] == 16 and window.sync.shape[1] == 5 * 8
+    assert torch.equal(window.clip, visual.clip[:, 13:29])  # round(1.6 s * 8) = 13
+    assert torch.equal(window.sync, visual.sync[:, 40:80])
+    assert torch.equal(visual.window(0, 8.0).sync, visual.sync)
+    with pytest.raises(ValueError, match="cover 8.00 s"):
+        visual.trimmed(9.0)
+
+
+def test_sync_cfg_needs_a_video():
+    text = TextFeatures(torch.zeros(1, 4, 768), torch.zeros(1, 4, 768))
+    with pytest.raises(ValueError, match="SyncCFG needs a video"):
+        branch_inputs(SyncCFG(), text, None)
+    assert set(branch_inputs(CFG(), text, None)) == {"uncond", "cond"}
+    assert branch_inputs(CFG(1.0), text, None).keys() == {"cond"}
+    with pytest.raises(ValueError, match="unknown SyncCFG anchor 'blur'"):
+        SyncCFG(anchor="blur")
+
+
+def test_text_to_audio_needs_a_duration(parity_dit):
+    text = random_text_features()
+    with pytest.raises(ValueError, match="give the duration"):
+        generate_latents(parity_dit, text, None, CFG(), SamplingOptions(steps=1))
+    latents = generate_latents(parity_dit, text, None, CFG(), SamplingOptions(steps=1), duration=1.0)
+    assert latents.shape == (1, 128, 50) and torch.isfinite(latents).all()
