@@ -59,7 +59,8 @@ class FoleyConditions:
         return self.map(lambda t: t[index])
 
     @staticmethod
-    def cat(parts: Sequence["FoleyConditions"]) -> "FoleyConditions":
+    def cat(parts: Sequence["FoleyConditions"], text_kv=None) -> "FoleyConditions":
+        """Stack conditions along the batch; `text_kv` reuses an already stacked text part."""
         first = parts[0]
         for other in parts[1:]:
             if first.text_kv and other.text_kv[0][0].shape[1:] != first.text_kv[0][0].shape[1:]:
@@ -67,15 +68,17 @@ class FoleyConditions:
                                  "encode the prompts together so they are padded alike")
             if other.visual.shape[1:] != first.visual.shape[1:] or other.sync.shape[1:] != first.sync.shape[1:]:
                 raise ValueError("conditions of different lengths cannot share a batch")
+        if text_kv is None:
+            text_kv = cat_text_kv([p.text_kv for p in parts])
         return FoleyConditions(
-            tuple(
-                (torch.cat([p.text_kv[i][0] for p in parts]), torch.cat([p.text_kv[i][1] for p in parts]))
-                for i in range(len(first.text_kv))
-            ),
-            torch.cat([p.visual for p in parts]),
-            torch.cat([p.sync for p in parts]),
-            first.rope,
+            text_kv, torch.cat([p.visual for p in parts]), torch.cat([p.sync for p in parts]), first.rope
         )
+
+
+def cat_text_kv(parts: Sequence[tuple[tuple[torch.Tensor, torch.Tensor], ...]]):
+    return tuple(
+        (torch.cat([p[i][0] for p in parts]), torch.cat([p[i][1] for p in parts])) for i in range(len(parts[0]))
+    )
 
 
 class FoleyDiT(nn.Module):
@@ -164,14 +167,26 @@ class FoleyDiT(nn.Module):
         seconds = audio_length / self.config.latent_rate
         return self.config.clip_length(seconds), self.config.sync_length(seconds)
 
+    def prepare_text(self, text: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per triple block text keys (normed, rotated) and values; shareable across windows."""
+        c = self.config
+        text = self.cond_in(text.to(self.device, self.dtype))
+        rope = rope_table(rope_positions(text.shape[1]), c.head_dim, c.rope_theta).to(self.device)
+        return tuple(block.prepare_text(text, rope) for block in self.triple_blocks)
+
     def prepare(
         self,
         text: torch.Tensor,
         clip: torch.Tensor | None,
         sync: torch.Tensor | None,
         audio_length: int,
+        text_kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
+        rope: RopeTables | None = None,
     ) -> FoleyConditions:
-        """Project the conditions once; `None` visual inputs take the learned null features."""
+        """Project the conditions once; `None` visual inputs take the learned null features.
+
+        `text_kv` (from `prepare_text`) and `rope` may be passed in to share them between windows.
+        """
         c = self.config
         dtype, device = self.dtype, self.device
         batch = text.shape[0]
@@ -183,14 +198,17 @@ class FoleyDiT(nn.Module):
                 f"sync features have {sync.shape[1]} tokens, not a multiple of "
                 f"{c.sync_tokens_per_segment} per Synchformer segment"
             )
-        text = self.cond_in(text.to(device, dtype))
-        text_rope = rope_table(rope_positions(text.shape[1]), c.head_dim, c.rope_theta).to(device)
-        text_kv = tuple(block.prepare_text(text, text_rope) for block in self.triple_blocks)
+        text_kv = self.prepare_text(text) if text_kv is None else text_kv
         visual = self.visual_proj(clip.to(device, dtype))
         sync = sync.to(device, dtype).unflatten(1, (-1, c.sync_tokens_per_segment)) + self.sync_pos_emb
         sync = resize_tokens(self.sync_in(sync.flatten(1, 2)), audio_length)
-        rope = RopeTables.build(audio_length, visual.shape[1], c.head_dim, c.rope_theta, device)
+        if rope is None:
+            rope = self.rope_tables(audio_length, visual.shape[1])
         return FoleyConditions(text_kv, visual, sync, rope)
+
+    def rope_tables(self, audio_length: int, visual_length: int) -> RopeTables:
+        c = self.config
+        return RopeTables.build(audio_length, visual_length, c.head_dim, c.rope_theta, self.device)
 
     # ------------------------------------------------------------------------------------------
     # Velocity

@@ -55,20 +55,20 @@ class FrameSpec:
 
     fps: float
     size: int
-    resize: str  # "stretch": to size x size; "short_side_crop": short side to size, then centre crop
+    resize: str  # "stretch": to size x size; "short_side_center_crop": short side to size, then centre crop
     interpolation: str  # "bilinear" | "bicubic"
 
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.size <= 0:
             raise ValueError(f"FrameSpec needs a positive fps and size, got fps={self.fps}, size={self.size}")
-        if self.resize not in ("stretch", "short_side_crop"):
-            raise ValueError(f"FrameSpec.resize must be 'stretch' or 'short_side_crop', got {self.resize!r}")
+        if self.resize not in ("stretch", "short_side_center_crop"):
+            raise ValueError(f"FrameSpec.resize must be 'stretch' or 'short_side_center_crop', got {self.resize!r}")
         if self.interpolation not in ("bilinear", "bicubic"):
             raise ValueError(f"FrameSpec.interpolation must be 'bilinear' or 'bicubic', got {self.interpolation!r}")
 
 
 SIGLIP2_FRAME_SPEC = FrameSpec(fps=8, size=512, resize="stretch", interpolation="bilinear")
-SYNCHFORMER_FRAME_SPEC = FrameSpec(fps=25, size=224, resize="short_side_crop", interpolation="bicubic")
+SYNCHFORMER_FRAME_SPEC = FrameSpec(fps=25, size=224, resize="short_side_center_crop", interpolation="bicubic")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from ..models.dit import cat_text_kv
 from .features import TextFeatures, VisualFeatures
 from .guidance import CFG, Guidance, GuidedVelocity, branch_inputs
 from .noise import initial_noise, take_seeds
@@ -37,6 +38,15 @@ def prepare_velocity(model, text: TextFeatures, visual: VisualFeatures | None, g
     else:
         windows = [Window(0, total)]
     inputs = branch_inputs(guidance, text, visual)
+    # Text keys/values and rotary tables do not depend on the window: compute them once.
+    text_kv = {}
+    for name, (tokens, _) in inputs.items():
+        shared = next((text_kv[other] for other, (t, _) in inputs.items() if t is tokens and other in text_kv), None)
+        text_kv[name] = shared or model.prepare_text(tokens)
+    joint_text_kv = None
+    if options.batched_guidance and len(inputs) > 1:
+        joint_text_kv = cat_text_kv([_expand_text_kv(text_kv[n], options.takes) for n in guidance.branches])
+    ropes = {}
     velocities = []
     for window in windows:
         conditions = {}
@@ -44,9 +54,18 @@ def prepare_velocity(model, text: TextFeatures, visual: VisualFeatures | None, g
             if features is not None and len(windows) > 1:
                 features = features.window(window.start / rate, window.length / rate)
             clip, sync = (features.clip, features.sync) if features is not None else (None, None)
-            conditions[name] = model.prepare(tokens, clip, sync, window.length)
-        velocities.append(GuidedVelocity(model, guidance, conditions, options.takes, options.batched_guidance))
+            visual_length = clip.shape[1] if clip is not None else model.visual_lengths(window.length)[0]
+            key = (window.length, visual_length)
+            if key not in ropes:
+                ropes[key] = model.rope_tables(*key)
+            conditions[name] = model.prepare(tokens, clip, sync, window.length, text_kv[name], ropes[key])
+        velocities.append(GuidedVelocity(model, guidance, conditions, options.takes, options.batched_guidance,
+                                         joint_text_kv))
     return WindowedVelocity(windows, velocities, total, model.device), windows
+
+
+def _expand_text_kv(text_kv, takes: int):
+    return tuple((k.expand(takes, *k.shape[1:]), v.expand(takes, *v.shape[1:])) for k, v in text_kv)
 
 
 @torch.no_grad()

@@ -91,15 +91,21 @@ def branch_inputs(
 
 
 class GuidedVelocity:
-    """`velocity(x, sigma)` of a guidance over prepared branch conditions, for `takes` samples."""
+    """`velocity(x, sigma)` of a guidance over prepared branch conditions, for `takes` samples.
+
+    `joint_text_kv` lets windows share one stacked copy of the branches' text keys and values.
+    """
 
     def __init__(self, model, guidance: Guidance, conditions: Mapping[str, FoleyConditions], takes: int,
-                 batched: bool = True):
+                 batched: bool = True, joint_text_kv=None):
         self.model = model
         self.guidance = guidance
         self.names = guidance.branches
-        self.branches = [conditions[name].expand(takes) for name in self.names]
-        self.joint = FoleyConditions.cat(self.branches) if batched and len(self.names) > 1 else None
+        branches = [conditions[name].expand(takes) for name in self.names]
+        if batched and len(branches) > 1:
+            self.joint, self.branches = FoleyConditions.cat(branches, joint_text_kv), None
+        else:
+            self.joint, self.branches = None, branches
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         t = sigma * 1000

@@ -121,7 +121,7 @@ def test_siglip_frame_spec_follows_the_checkpoint_and_checks_frames(siglip_folde
     encoder = Siglip2ImageEncoder.from_folder(siglip_folders["siglip"])
     assert encoder.frame_spec == FrameSpec(8, 32, "stretch", "bilinear")
     assert SIGLIP2_FRAME_SPEC == FrameSpec(8, 512, "stretch", "bilinear")
-    assert SYNCHFORMER_FRAME_SPEC == FrameSpec(25, 224, "short_side_crop", "bicubic")
+    assert SYNCHFORMER_FRAME_SPEC == FrameSpec(25, 224, "short_side_center_crop", "bicubic")
     with pytest.raises(ValueError, match=r"must be 32x32 .*got 48x48"):
         encoder.encode(_frames(2, size=48))
     with pytest.raises(ValueError, match=r"\[T, 3, S, S\]"):

@@ -1,0 +1,163 @@
+"""`syncfoley bench`: speed and memory of the DiT and of sampling, as a table and as JSON.
+
+Models are built at the requested size with random weights (no download needed): `--blocks T,S`
+keeps the width of a config but fewer blocks, so XL- or XXL-sized blocks can be timed on a CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from ..models import dit_config
+from ..models.dit import FoleyDiT, parameter_count
+from ..sampling.features import TextFeatures, VisualFeatures
+from ..sampling.generate import SamplingOptions, prepare_velocity
+from ..sampling.guidance import CFG, SyncCFG
+from .memory import track_peak_memory
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+FP8 = {"fp8_e4m3fn": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
+
+
+def random_dit(config_name: str, blocks: str | None = None, dtype=torch.float32, device="cpu",
+               weight_dtype: str | None = None, seed: int = 0) -> FoleyDiT:
+    """A FoleyDiT of a named size with small random weights, built without a second copy."""
+    config = dit_config.named(config_name)
+    if blocks:
+        triple, single = (int(n) for n in blocks.split(","))
+        config = replace(config, triple_blocks=triple, single_blocks=single)
+    with torch.device("meta"):
+        model = FoleyDiT(config)
+    model.to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            scale = 0.02 if param.ndim > 1 else 0.0
+            param.normal_(0, scale, generator=generator) if scale else param.fill_(1.0 if "norm" in name else 0.0)
+    model.to(dtype)
+    if weight_dtype:
+        from ..models.ops import store_weights
+
+        store_weights(model, getattr(torch, FP8[weight_dtype]))
+    return model.eval().requires_grad_(False)
+
+
+def random_features(model: FoleyDiT, seconds: float, text_tokens: int = 77, seed: int = 0):
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    text = TextFeatures(torch.randn(1, text_tokens, c.text_dim, generator=g),
+                        torch.randn(1, text_tokens, c.text_dim, generator=g))
+    segments = c.sync_length(seconds) // c.sync_tokens_per_segment
+    visual = VisualFeatures(
+        clip=torch.randn(1, c.clip_length(seconds), c.clip_dim, generator=g),
+        sync=torch.randn(1, segments * c.sync_tokens_per_segment, c.sync_dim, generator=g),
+        duration=seconds,
+        static_clip=torch.randn(1, 1, c.clip_dim, generator=g),
+        static_sync=torch.randn(1, c.sync_tokens_per_segment, c.sync_dim, generator=g),
+    )
+    return text, visual
+
+
+def _synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of `fn()` over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def bench_dit(model: FoleyDiT, seconds: float, batch: int, repeats: int) -> dict:
+    """Forward time and working memory of one DiT evaluation (conditions prepared beforehand)."""
+    text, visual = random_features(model, seconds)
+    length = model.config.latent_length(seconds)
+    conditions = model.prepare(text.positive.expand(batch, -1, -1), visual.clip.expand(batch, -1, -1),
+                               visual.sync.expand(batch, -1, -1), length)
+    x = torch.randn(batch, model.config.latent_dim, length, device=model.device)
+    t = torch.full((batch,), 500.0, device=model.device)
+    seconds_per_forward = time_call(lambda: model.velocity(x, t, conditions), model.device, repeats)
+    with track_peak_memory(model.device) as peak:
+        model.velocity(x, t, conditions)
+    return {"forward_s": seconds_per_forward, "peak_mib": peak.peak_mib, "tokens": length + visual.clip.shape[1]}
+
+
+@torch.no_grad()
+def bench_step(model: FoleyDiT, seconds: float, guidance, batched: bool, repeats: int, takes: int = 1) -> dict:
+    """Seconds per sampling step (all guidance branches) and its working memory."""
+    text, visual = random_features(model, seconds)
+    length = model.config.latent_length(seconds)
+    options = SamplingOptions(takes=takes, batched_guidance=batched)
+    velocity, _ = prepare_velocity(model, text, visual, guidance, options, length)
+    x = torch.randn(takes, model.config.latent_dim, length, device=model.device)
+    sigma = torch.tensor(0.5, device=model.device)
+    step_s = time_call(lambda: velocity(x, sigma), model.device, repeats)
+    with track_peak_memory(model.device) as peak:
+        velocity(x, sigma)
+    return {"step_s": step_s, "peak_mib": peak.peak_mib}
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line([_fmt(r.get(c)) for c in columns]) for r in rows])
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = random_dit(args.config, args.blocks, DTYPES[args.dtype], args.device, args.weight_dtype)
+    common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "params_m":
+              parameter_count(model) / 1e6, "dtype": args.dtype + (f"/{args.weight_dtype}" if args.weight_dtype else ""),
+              "device": args.device, "seconds": args.seconds}
+    rows = []
+    if args.what in ("dit", "all"):
+        rows.append({**common, "measure": "dit forward", **bench_dit(model, args.seconds, args.batch, args.repeats)})
+    if args.what in ("sampling", "all"):
+        for name, guidance in (("cfg", CFG(4.5)), ("synccfg", SyncCFG(4.5, 1.0))):
+            for batched in (True, False):
+                result = bench_step(model, args.seconds, guidance, batched, args.repeats)
+                rows.append({**common, "measure": f"step {name} {'batched' if batched else 'sequential'}", **result})
+    columns = ["measure", "config", "params_m", "dtype", "device", "seconds", "forward_s", "step_s", "peak_mib"]
+    print(_table(rows, columns))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return rows
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="time the DiT and sampling steps; print a table (and JSON)")
+    p.add_argument("what", nargs="?", choices=["dit", "sampling", "all"], default="all")
+    p.add_argument("--config", default="tiny", choices=sorted(dit_config.NAMED_CONFIGS))
+    p.add_argument("--blocks", help="triple,single block counts (e.g. 1,1 for one XL-sized block each)")
+    p.add_argument("--seconds", type=float, default=8.0, help="clip duration (default 8)")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    p.add_argument("--weight-dtype", choices=sorted(FP8), help="store matrix weights in fp8")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=2, help="batch of the plain forward (2 = CFG's pair)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.set_defaults(func=run)
