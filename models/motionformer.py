@@ -39,8 +39,8 @@ class _InProjAttention(nn.Module):
     def __init__(self, dim: int, heads: int, operations=CastOps, device=None, dtype=None):
         super().__init__()
         self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim, device=device, dtype=dtype))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * dim, device=device, dtype=dtype))
+        self.in_proj_weight = nn.Parameter(torch.randn(3 * dim, dim, device=device, dtype=dtype) / dim**0.5)
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim, device=device, dtype=dtype))
         self.out_proj = operations.Linear(dim, dim, device=device, dtype=dtype)
 
     def attend_first(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ class ClsPooling(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_hidden: int, operations=CastOps, device=None, dtype=None):
         super().__init__()
-        self.cls_token = nn.Parameter(torch.empty(1, 1, dim, device=device, dtype=dtype))
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim, device=device, dtype=dtype))
         self.self_attn = _InProjAttention(dim, heads, operations, device, dtype)
         self.linear1 = operations.Linear(dim, mlp_hidden, device=device, dtype=dtype)
         self.linear2 = operations.Linear(mlp_hidden, dim, device=device, dtype=dtype)
@@ -174,9 +174,9 @@ class MotionFormer(nn.Module):
         self.frames, self.tubelet, self.image_size = frames, tubelet, image_size
         grid = image_size // patch_size
         kw = dict(device=device, dtype=dtype)
-        self.cls_token = nn.Parameter(torch.empty(1, 1, dim, **kw))
-        self.pos_embed = nn.Parameter(torch.empty(1, grid * grid + 1, dim, **kw))
-        self.temp_embed = nn.Parameter(torch.empty(1, frames // tubelet, dim, **kw))
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim, **kw))
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, grid * grid + 1, dim, **kw))
+        self.temp_embed = nn.Parameter(0.02 * torch.randn(1, frames // tubelet, dim, **kw))
         # The 2-D patch embedding is never used (the 3-D one replaces it) but is part of the file.
         self.patch_embed = _PatchProjection(
             operations.Conv2d(3, dim, patch_size, stride=patch_size, **kw))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import Checkpoint, assign_state_dict, read_checkpoint, require_kind
+from .encoders import SYNCHFORMER_FRAME_SPEC, FrameSpec
 from .motionformer import MotionFormer, merge_heads, split_heads
 from .ops import CastOps, cast_to, store_weights
 from .synchformer_audio import ASTFeatureExtractor, log_mel_segments
@@ -180,12 +181,12 @@ class OffsetTransformer(nn.Module):
     def __init__(self, config: SynchformerConfig, operations=CastOps, device=None, dtype=None):
         super().__init__()
         dim, kw = config.dim, dict(device=device, dtype=dtype)
-        self.OFF_tok = nn.Parameter(torch.empty(1, 1, dim, **kw))
-        self.MOD_tok = nn.Parameter(torch.empty(1, 1, dim, **kw))
+        self.OFF_tok = nn.Parameter(0.02 * torch.randn(1, 1, dim, **kw))
+        self.MOD_tok = nn.Parameter(0.02 * torch.randn(1, 1, dim, **kw))
         self.vis_in_lnorm = operations.LayerNorm(dim, **kw)
         self.aud_in_lnorm = operations.LayerNorm(dim, **kw)
         self.pos_emb_cfg = nn.Module()
-        self.pos_emb_cfg.pos_emb = nn.Parameter(torch.empty(1, config.sync_positions, dim, **kw))
+        self.pos_emb_cfg.pos_emb = nn.Parameter(0.02 * torch.randn(1, config.sync_positions, dim, **kw))
         self.blocks = nn.Sequential(*(
             _Block(dim, dim // config.sync_head_dim, config.mlp_hidden, operations, device, dtype)
             for _ in range(config.sync_depth)))
@@ -262,6 +263,11 @@ class Synchformer(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.vfeat_extractor.cls_token.device
+
+    @property
+    def frame_spec(self) -> FrameSpec:
+        """The frames `extract_visual` expects: 25 fps, short side to the image size (224), centre crop."""
+        return replace(SYNCHFORMER_FRAME_SPEC, size=self.config.image_size)
 
     def extract_visual(self, segments: torch.Tensor, chunk_segments: int | None = None) -> torch.Tensor:
         """Video segments `[B, S, 16, 3, 224, 224]` in [-1, 1] -> features `[B, S, 8, 768]`.

@@ -139,9 +139,9 @@ class _Embeddings(nn.Module):
     def __init__(self, dim: int, tokens: int, patch: int, stride: int, operations=CastOps, device=None, dtype=None):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
-        self.cls_token = nn.Parameter(torch.empty(1, 1, dim, **kw))
-        self.distillation_token = nn.Parameter(torch.empty(1, 1, dim, **kw))
-        self.position_embeddings = nn.Parameter(torch.empty(1, tokens + 2, dim, **kw))
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim, **kw))
+        self.distillation_token = nn.Parameter(0.02 * torch.randn(1, 1, dim, **kw))
+        self.position_embeddings = nn.Parameter(0.02 * torch.randn(1, tokens + 2, dim, **kw))
         self.patch_embeddings = nn.Module()
         self.patch_embeddings.projection = operations.Conv2d(1, dim, patch, stride=stride, **kw)
 

@@ -97,3 +97,11 @@ def random_text_features(tokens: int = 12, seed: int = 1, dim: int = 768):
 
     g = torch.Generator().manual_seed(seed)
     return TextFeatures(torch.randn(1, tokens, dim, generator=g), torch.randn(1, tokens, dim, generator=g))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Paths of a tiny model set under `<models>/foley` (see tests/tiny_models.py)."""
+    from tiny_models import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("models"))

@@ -1,0 +1,116 @@
+"""One call from a video (or nothing but a prompt) to synchronized audio.
+
+`FoleyPipeline` strings the stages together (encode text, encode video, sample, decode) over a
+`FoleyModels` bundle. The ComfyUI nodes, the command line and the tests call the same stage
+functions; this class is the convenience for scripts.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..sampling.features import TextFeatures, VisualFeatures
+from ..sampling.generate import SamplingOptions, generate_latents
+from ..sampling.guidance import CFG, Guidance
+from . import loaders
+from .decode import decode_latents
+from .encode import DEFAULT_NEGATIVE_PROMPT, ImageEncoder, SyncEncoder, TextEncoder, encode_text, encode_video
+
+
+@dataclass
+class FoleyModels:
+    dit: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: TextEncoder
+    image_encoder: ImageEncoder
+    sync_encoder: SyncEncoder
+
+    @classmethod
+    def from_files(cls, dit: str | os.PathLike, vae: str | os.PathLike, synchformer: str | os.PathLike,
+                   clap: str | os.PathLike, siglip: str | os.PathLike, precision: str = "auto",
+                   device=None) -> "FoleyModels":
+        """The released models: DiT, DAC-VAE and Synchformer files, CLAP and SigLIP2 folders."""
+        return cls(
+            dit=loaders.load_foley_model(dit, precision, device),
+            vae=loaders.load_vae(vae, "fp32", device),
+            text_encoder=loaders.load_text_encoder(clap, "fp32", device),
+            image_encoder=loaders.load_image_encoder(siglip, "fp32", device),
+            sync_encoder=loaders.load_synchformer(synchformer, "fp32" if precision == "auto" else precision, device),
+        )
+
+
+@dataclass
+class FoleyResult:
+    waveform: torch.Tensor  # [takes, 1, T] fp32
+    sample_rate: int
+    latents: torch.Tensor  # [takes, C, L]
+    duration: float
+    text: TextFeatures
+    visual: VisualFeatures | None
+
+
+class FoleyPipeline:
+    """Stages over a model bundle. With `offload=True` each model sits on the CPU between stages."""
+
+    def __init__(self, models: FoleyModels, device: str | torch.device | None = None, offload: bool = False):
+        self.models = models
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.offload = offload
+
+    @contextmanager
+    def _on_device(self, *modules):
+        if not self.offload:
+            yield
+            return
+        for m in modules:
+            m.to(self.device)
+        try:
+            yield
+        finally:
+            for m in modules:
+                m.to("cpu")
+
+    def encode_text(self, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT) -> TextFeatures:
+        with self._on_device(self.models.text_encoder):
+            return encode_text(self.models.text_encoder, prompt, negative_prompt)
+
+    def encode_video(self, source, start: float = 0.0, max_duration: float | None = None,
+                     static_anchor: bool = True) -> VisualFeatures:
+        with self._on_device(self.models.image_encoder, self.models.sync_encoder):
+            return encode_video(source, self.models.image_encoder, self.models.sync_encoder, start, max_duration,
+                                static_anchor)
+
+    def sample(self, text: TextFeatures, visual: VisualFeatures | None, guidance: Guidance = CFG(),
+               options: SamplingOptions = SamplingOptions(), duration: float | None = None,
+               callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+        with self._on_device(self.models.dit):
+            return generate_latents(self.models.dit, text, visual, guidance, options, duration, callback)
+
+    def decode(self, latents: torch.Tensor, duration: float | None = None) -> tuple[torch.Tensor, int]:
+        with self._on_device(self.models.vae):
+            return decode_latents(self.models.vae, latents, duration)
+
+    def __call__(
+        self,
+        video: str | os.PathLike | tuple[torch.Tensor, float] | None = None,
+        prompt: str = "",
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        guidance: Guidance = CFG(),
+        options: SamplingOptions = SamplingOptions(),
+        duration: float | None = None,
+        start: float = 0.0,
+        callback: Callable[[dict], None] | None = None,
+    ) -> FoleyResult:
+        """Audio for `video` (a file or `(IMAGE frames, fps)`) or, without one, for `prompt` alone."""
+        text = self.encode_text(prompt, negative_prompt)
+        visual = None
+        if video is not None:
+            visual = self.encode_video(video, start, duration, static_anchor=getattr(guidance, "anchor", None) == "static")
+        latents = self.sample(text, visual, guidance, options, duration, callback)
+        duration = duration if duration is not None else visual.duration
+        waveform, rate = self.decode(latents, duration)
+        return FoleyResult(waveform, rate, latents, duration, text, visual)

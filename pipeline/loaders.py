@@ -1,0 +1,59 @@
+"""Loading every model of a run with one notion of precision.
+
+precision: "auto" (bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU), "fp32", "bf16",
+"fp16", or "fp8_e4m3fn" / "fp8_e5m2": matrix weights stored in fp8 (half of bf16) and computed in
+bf16 on GPUs, fp32 on CPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..models.dac_vae import DacVae
+from ..models.dit import FoleyDiT
+from ..models.encoders import ClapTextEncoder, Siglip2ImageEncoder
+from ..models.synchformer import Synchformer
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
+_PLAIN = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: str | torch.device | None) -> tuple[torch.dtype, torch.dtype | None]:
+    """(compute dtype, storage dtype or None) for a precision name on a device."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}")
+    on_gpu = torch.device(device or "cpu").type == "cuda"
+    best_half = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto":
+        return (best_half if on_gpu else torch.float32), None
+    if precision.startswith("fp8"):
+        return (torch.bfloat16 if on_gpu else torch.float32), getattr(torch, precision.replace("fp8_", "float8_"))
+    return _PLAIN[precision], None
+
+
+def load_foley_model(path: str | os.PathLike, precision: str = "auto", device=None) -> FoleyDiT:
+    """The MM-DiT (XXL, XL or any size of the released layout) from `.pth` or `.safetensors`."""
+    dtype, storage = resolve_precision(precision, device)
+    return FoleyDiT.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
+
+
+def load_vae(path: str | os.PathLike, precision: str = "fp32", device=None) -> DacVae:
+    """The DAC-VAE. fp32 by default: its decoder amplifies low-precision error block by block."""
+    dtype, _ = resolve_precision(precision, device)
+    return DacVae.from_checkpoint(path, dtype=dtype, device=device)
+
+
+def load_synchformer(path: str | os.PathLike, precision: str = "auto", device=None) -> Synchformer:
+    dtype, storage = resolve_precision(precision, device)
+    return Synchformer.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
+
+
+def load_text_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None) -> ClapTextEncoder:
+    dtype, _ = resolve_precision(precision, device)
+    return ClapTextEncoder.from_folder(folder, device=device, dtype=dtype)
+
+
+def load_image_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None) -> Siglip2ImageEncoder:
+    dtype, _ = resolve_precision(precision, device)
+    return Siglip2ImageEncoder.from_folder(folder, device=device, dtype=dtype)
