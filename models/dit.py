@@ -18,7 +18,7 @@ from .checkpoint import Checkpoint, assign_state_dict, read_checkpoint, require_
 from .dit_blocks import FinalLayer, RopeTables, SingleStreamBlock, TripleStreamBlock
 from .dit_config import FoleyDiTConfig
 from .embeddings import AudioEmbedder, ConditionProjection, TimestepEmbedder, sync_projection, visual_projection
-from .layers import resize_tokens, rope_positions, rope_table
+from .layers import nearest_exact_index, rope_positions, rope_table
 from .ops import CastOps, store_weights
 
 
@@ -31,7 +31,8 @@ class FoleyConditions:
 
     text_kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per triple block: K (rotated), V [B,Lt,H,D]
     visual: torch.Tensor  # [B, Lv, hidden] projected SigLIP2 features
-    sync: torch.Tensor  # [B, La, hidden] projected Synchformer features at the audio rate
+    sync: torch.Tensor  # [B, Ls, hidden] projected Synchformer features, one per sync token
+    sync_index: torch.Tensor  # [La] the sync token behind each audio frame (nearest-exact resize)
     rope: RopeTables
 
     @property
@@ -40,12 +41,13 @@ class FoleyConditions:
 
     @property
     def audio_length(self) -> int:
-        return self.sync.shape[1]
+        return self.sync_index.shape[0]
 
     def map(self, fn) -> "FoleyConditions":
         """Apply `fn` to every batched tensor."""
         return FoleyConditions(
-            tuple((fn(k), fn(v)) for k, v in self.text_kv), fn(self.visual), fn(self.sync), self.rope
+            tuple((fn(k), fn(v)) for k, v in self.text_kv), fn(self.visual), fn(self.sync), self.sync_index,
+            self.rope,
         )
 
     def expand(self, batch: int) -> "FoleyConditions":
@@ -71,7 +73,8 @@ class FoleyConditions:
         if text_kv is None:
             text_kv = cat_text_kv([p.text_kv for p in parts])
         return FoleyConditions(
-            text_kv, torch.cat([p.visual for p in parts]), torch.cat([p.sync for p in parts]), first.rope
+            text_kv, torch.cat([p.visual for p in parts]), torch.cat([p.sync for p in parts]), first.sync_index,
+            first.rope,
         )
 
 
@@ -201,10 +204,13 @@ class FoleyDiT(nn.Module):
         text_kv = self.prepare_text(text) if text_kv is None else text_kv
         visual = self.visual_proj(clip.to(device, dtype))
         sync = sync.to(device, dtype).unflatten(1, (-1, c.sync_tokens_per_segment)) + self.sync_pos_emb
-        sync = resize_tokens(self.sync_in(sync.flatten(1, 2)), audio_length)
+        sync = self.sync_in(sync.flatten(1, 2)).contiguous()  # one layout, however it was batched
+        # The release resizes sync tokens to the audio length (nearest-exact): keep the index instead,
+        # so per-token work on them (the single blocks' modulation) runs once per sync token.
+        sync_index = nearest_exact_index(sync.shape[1], audio_length, device)
         if rope is None:
             rope = self.rope_tables(audio_length, visual.shape[1])
-        return FoleyConditions(text_kv, visual, sync, rope)
+        return FoleyConditions(text_kv, visual, sync, sync_index, rope)
 
     def rope_tables(self, audio_length: int, visual_length: int) -> RopeTables:
         c = self.config
@@ -231,15 +237,16 @@ class FoleyDiT(nn.Module):
         dtype = self.dtype
         t = t.to(x.device).expand(x.shape[0]) if t.ndim else t.to(x.device).repeat(x.shape[0])
         vec = self.time_in(t, dtype)
-        audio = self.audio_embedder(x.to(dtype)) + conditions.sync
+        index = conditions.sync_index
+        audio = self.audio_embedder(x.to(dtype)) + conditions.sync.index_select(1, index)
         visual = conditions.visual
         for block, text_kv in zip(self.triple_blocks, conditions.text_kv):
             audio, visual = self._run(block, audio, visual, vec, text_kv, conditions.rope)
-        vec_tokens = conditions.sync + vec.unsqueeze(1)
+        vec_tokens = conditions.sync + vec.unsqueeze(1)  # per sync token; blocks gather per audio frame
         captured = None
-        for index, block in enumerate(self.single_blocks):
-            audio = self._run(block, audio, vec_tokens, conditions.rope.audio)
-            if index == capture_single_block:
+        for i, block in enumerate(self.single_blocks):
+            audio = self._run(block, audio, vec_tokens, index, conditions.rope.audio)
+            if i == capture_single_block:
                 captured = audio
         out = self.final_layer(audio).transpose(1, 2).float()
         return (out, captured) if capture_single_block is not None else out

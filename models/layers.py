@@ -149,13 +149,6 @@ def nearest_exact_index(src_len: int, dst_len: int, device=None) -> torch.Tensor
     return F.interpolate(source, size=dst_len, mode="nearest-exact").view(dst_len).long()
 
 
-def resize_tokens(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Nearest-exact resize of `[B, L, C]` tokens along L (an index gather, not a copy per token)."""
-    if x.shape[1] == length:
-        return x
-    return x.index_select(1, nearest_exact_index(x.shape[1], length, x.device))
-
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Scaled dot-product attention on `[B, L, H, D]` tensors, returning `[B, L, H*D]`."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
