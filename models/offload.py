@@ -1,0 +1,122 @@
+"""Block-wise weight offloading: the DiT runs on the GPU while most of its blocks live in CPU memory.
+
+The first `resident` blocks stay on the compute device. Every other block keeps its weights in
+pinned CPU memory; just before it runs they are copied to the device, and the copy of the *next*
+streamed block starts at the same time on a side stream, so transfers overlap computation. After a
+block runs its device copy is dropped. Peak weight memory is the resident blocks plus two streamed
+blocks, whatever the depth.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _StreamedBlock:
+    def __init__(self, block: nn.Module, pin: bool):
+        self.block = block
+        self.params = [p for p in block.parameters()] + [b for b in block.buffers()]
+        self.storage = [t.data.pin_memory() if pin else t.data for t in self.params]
+        for tensor, stored in zip(self.params, self.storage):
+            tensor.data = stored
+        self.ready: torch.cuda.Event | None = None
+        self.staged = False
+
+    def stage(self, device: torch.device, stream) -> None:
+        """Copy the weights to `device` (on `stream` when given) unless already there."""
+        if self.staged:
+            return
+        context = torch.cuda.stream(stream) if stream is not None else _null()
+        with context:
+            for tensor, stored in zip(self.params, self.storage):
+                tensor.data = stored.to(device, non_blocking=True, copy=True)
+            if stream is not None:
+                self.ready = torch.cuda.Event()
+                self.ready.record(stream)
+        self.staged = True
+
+    def wait(self) -> None:
+        if self.ready is not None:
+            current = torch.cuda.current_stream()
+            current.wait_event(self.ready)
+            for tensor in self.params:  # memory made on the side stream is used on this one
+                tensor.data.record_stream(current)
+            self.ready = None
+
+    def release(self) -> None:
+        for tensor, stored in zip(self.params, self.storage):
+            tensor.data = stored
+        self.staged = False
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class BlockOffloader:
+    """Attach to a FoleyDiT: `BlockOffloader(model, device, resident=4).attach()`; `detach()` undoes it."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device, resident: int = 0, pin_memory: bool | None = None):
+        self.model = model
+        self.device = torch.device(device)
+        self.resident = max(0, resident)
+        use_cuda = self.device.type == "cuda"
+        self.pin = use_cuda if pin_memory is None else pin_memory
+        self.stream = torch.cuda.Stream(self.device) if use_cuda else None
+        self.streamed: list[_StreamedBlock] = []
+        self.handles = []
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self.model.triple_blocks) + list(self.model.single_blocks)
+
+    def attach(self) -> "BlockOffloader":
+        blocks = self.blocks
+        streamed = blocks[self.resident:]
+        streamed_ids = {id(b) for b in streamed}
+        # Everything but the streamed blocks goes to the device once.
+        for name, child in self.model.named_children():
+            if name not in ("triple_blocks", "single_blocks"):
+                child.to(self.device)
+        for param in self.model._parameters.values():
+            if param is not None:
+                param.data = param.data.to(self.device)
+        for block in blocks:
+            if id(block) not in streamed_ids:
+                block.to(self.device)
+            else:
+                block.to("cpu")
+        self.streamed = [_StreamedBlock(block, self.pin) for block in streamed]
+        for i, entry in enumerate(self.streamed):
+            following = self.streamed[(i + 1) % len(self.streamed)]
+            self.handles.append(entry.block.register_forward_pre_hook(self._before(entry, following)))
+            self.handles.append(entry.block.register_forward_hook(self._after(entry)))
+        return self
+
+    def _before(self, entry: _StreamedBlock, following: _StreamedBlock):
+        def hook(module, args):
+            entry.stage(self.device, self.stream)
+            entry.wait()
+            if following is not entry:  # start the next block's copy while this one computes
+                following.stage(self.device, self.stream)
+        return hook
+
+    def _after(self, entry: _StreamedBlock):
+        def hook(module, args, output):
+            entry.release()
+        return hook
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        for entry in self.streamed:
+            entry.release()
+        self.streamed.clear()
+
+    def streamed_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for entry in self.streamed for t in entry.storage)
