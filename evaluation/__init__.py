@@ -1,1 +1,10 @@
-"""Measuring audio-visual synchronization: onset F1 against known events, AV-Align, DeSync."""
+"""Measuring audio-visual synchronization without weights: onset F1 against known event times, AV-Align."""
+from .av_align import AVAlign, av_align, motion_curve, read_grey_frames, video_peaks
+from .onsets import OnsetParams, OnsetScore, detect_onsets, match_onsets, merge_close, onset_strength, score_onsets
+from .sync_eval import HeldOutClip, evaluate, folder_source, format_table, ground_truth_source, load_held_out
+
+__all__ = [
+    "AVAlign", "HeldOutClip", "OnsetParams", "OnsetScore", "av_align", "detect_onsets", "evaluate", "folder_source",
+    "format_table", "ground_truth_source", "load_held_out", "match_onsets", "merge_close", "motion_curve",
+    "onset_strength", "read_grey_frames", "score_onsets", "video_peaks",
+]

@@ -19,7 +19,7 @@ from .dit_blocks import FinalLayer, RopeTables, SingleStreamBlock, TripleStreamB
 from .dit_config import FoleyDiTConfig
 from .embeddings import AudioEmbedder, ConditionProjection, TimestepEmbedder, sync_projection, visual_projection
 from .layers import nearest_exact_index, rope_positions, rope_table
-from .ops import CastOps, store_weights
+from .ops import CastOps, set_precision
 
 
 @dataclass
@@ -142,10 +142,8 @@ class FoleyDiT(nn.Module):
             model = cls(config, operations=operations)
         assign_state_dict(model, state_dict, f"a FoleyDiT of config {config.variant}")
         dtype = dtype or state_dict["empty_clip_feat"].dtype
-        model.to(device=device, dtype=dtype)
-        if weight_dtype is not None and weight_dtype != dtype:
-            store_weights(model, weight_dtype)
-        return model.eval().requires_grad_(False)
+        set_precision(model, dtype, weight_dtype if weight_dtype != dtype else None)
+        return model.to(device).eval().requires_grad_(False)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -166,9 +164,14 @@ class FoleyDiT(nn.Module):
         return self.empty_sync_feat.expand(batch, length, -1)
 
     def visual_lengths(self, audio_length: int) -> tuple[int, int]:
-        """SigLIP2 and Synchformer token counts that go with `audio_length` latents."""
+        """SigLIP2 and Synchformer token counts that go with `audio_length` latents.
+
+        Clips shorter than one frame or one Synchformer segment still get one frame and one segment
+        of null features, so text-to-audio works at any length (the release never made such clips).
+        """
         seconds = audio_length / self.config.latent_rate
-        return self.config.clip_length(seconds), self.config.sync_length(seconds)
+        return (max(1, self.config.clip_length(seconds)),
+                max(self.config.sync_tokens_per_segment, self.config.sync_length(seconds)))
 
     def prepare_text(self, text: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """Per triple block text keys (normed, rotated) and values; shareable across windows."""

@@ -89,3 +89,20 @@ def stored_bytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
         b.numel() * b.element_size() for b in module.buffers()
     )
+
+
+def set_precision(module: nn.Module, dtype: torch.dtype, weight_dtype: torch.dtype | None = None) -> nn.Module:
+    """Convert every parameter to `dtype`, and the cast-on-use layers' matrix weights to
+    `weight_dtype` when given, one parameter at a time: the peak is one extra parameter, never a
+    second copy of the model (and fp8 weights never pass through bf16 on the compute device)."""
+    for layer in module.modules():
+        for name, param in list(layer._parameters.items()):
+            if param is None:
+                continue
+            storage = weight_dtype if weight_dtype is not None and name == "weight" and isinstance(layer, CAST_LAYERS) else dtype
+            if param.dtype != storage and param.is_floating_point():
+                layer._parameters[name] = nn.Parameter(param.detach().to(storage), requires_grad=param.requires_grad)
+        for name, buffer in list(layer._buffers.items()):
+            if buffer is not None and buffer.is_floating_point() and buffer.dtype != dtype:
+                layer._buffers[name] = buffer.to(dtype)
+    return module

@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import Checkpoint, assign_state_dict, read_checkpoint, require_kind
 from .encoders import SYNCHFORMER_FRAME_SPEC, FrameSpec
 from .motionformer import MotionFormer, merge_heads, split_heads
-from .ops import CastOps, cast_to, store_weights
+from .ops import CastOps, cast_to, set_precision
 from .synchformer_audio import ASTFeatureExtractor, log_mel_segments
 
 SEGMENT_FRAMES = 16
@@ -251,9 +251,9 @@ class Synchformer(nn.Module):
         with torch.device("meta"):
             model = cls(config, operations=operations)
         assign_state_dict(model, state_dict, f"a Synchformer ({config.dim}-d, {config.visual_depth} visual layers)")
-        model.to(device=device, dtype=dtype or state_dict["vfeat_extractor.cls_token"].dtype)
-        if weight_dtype is not None and weight_dtype != model.dtype:
-            store_weights(model, weight_dtype)
+        dtype = dtype or state_dict["vfeat_extractor.cls_token"].dtype
+        set_precision(model, dtype, weight_dtype if weight_dtype != dtype else None)
+        model.to(device)
         return model.eval().requires_grad_(False)
 
     @property

@@ -53,6 +53,13 @@ class Host:
         folder_paths = _comfy("folder_paths")
         return Path(folder_paths.get_output_directory()) if folder_paths else Path(self.output_dir)
 
+    def get_temp_dir(self) -> Path:
+        """ComfyUI's temp folder (previews); headless, `<output>/previews`."""
+        folder_paths = _comfy("folder_paths")
+        if folder_paths:
+            return Path(folder_paths.get_temp_directory())
+        return self.get_output_dir() / "previews"
+
     def output_path(self, prefix: str, extension: str) -> Path:
         """A fresh `<prefix>_NNNNN.<extension>` inside the output folder.
 

@@ -3,6 +3,9 @@
 precision: "auto" (bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU), "fp32", "bf16",
 "fp16", or "fp8_e4m3fn" / "fp8_e5m2": matrix weights stored in fp8 (half of bf16) and computed in
 bf16 on GPUs, fp32 on CPU.
+
+Every loader places the model on `device` but chooses its precision for `compute_device` (default:
+the same), so a model can be loaded straight onto the CPU for a GPU that will run it later.
 """
 from __future__ import annotations
 
@@ -32,28 +35,30 @@ def resolve_precision(precision: str, device: str | torch.device | None) -> tupl
     return _PLAIN[precision], None
 
 
-def load_foley_model(path: str | os.PathLike, precision: str = "auto", device=None) -> FoleyDiT:
+def load_foley_model(path: str | os.PathLike, precision: str = "auto", device=None, compute_device=None) -> FoleyDiT:
     """The MM-DiT (XXL, XL or any size of the released layout) from `.pth` or `.safetensors`."""
-    dtype, storage = resolve_precision(precision, device)
+    dtype, storage = resolve_precision(precision, compute_device or device)
     return FoleyDiT.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
 
 
-def load_vae(path: str | os.PathLike, precision: str = "fp32", device=None) -> DacVae:
+def load_vae(path: str | os.PathLike, precision: str = "fp32", device=None, compute_device=None) -> DacVae:
     """The DAC-VAE. fp32 by default: its decoder amplifies low-precision error block by block."""
-    dtype, _ = resolve_precision(precision, device)
+    dtype, _ = resolve_precision(precision, compute_device or device)
     return DacVae.from_checkpoint(path, dtype=dtype, device=device)
 
 
-def load_synchformer(path: str | os.PathLike, precision: str = "auto", device=None) -> Synchformer:
-    dtype, storage = resolve_precision(precision, device)
+def load_synchformer(path: str | os.PathLike, precision: str = "auto", device=None, compute_device=None) -> Synchformer:
+    dtype, storage = resolve_precision(precision, compute_device or device)
     return Synchformer.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
 
 
-def load_text_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None) -> ClapTextEncoder:
-    dtype, _ = resolve_precision(precision, device)
+def load_text_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None,
+                      compute_device=None) -> ClapTextEncoder:
+    dtype, _ = resolve_precision(precision, compute_device or device)
     return ClapTextEncoder.from_folder(folder, device=device, dtype=dtype)
 
 
-def load_image_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None) -> Siglip2ImageEncoder:
-    dtype, _ = resolve_precision(precision, device)
+def load_image_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None,
+                       compute_device=None) -> Siglip2ImageEncoder:
+    dtype, _ = resolve_precision(precision, compute_device or device)
     return Siglip2ImageEncoder.from_folder(folder, device=device, dtype=dtype)

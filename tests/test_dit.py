@@ -153,3 +153,15 @@ def test_fp8_weight_storage(tiny, storage):
     # fp8 keeps 2-3 significant bits of mantissa: the output stays close, not exact.
     cos = torch.nn.functional.cosine_similarity(velocity.flatten(), io["expected_velocity"].flatten(), dim=0)
     assert cos > 0.97
+
+
+def test_clips_shorter_than_a_segment_get_null_features(tiny):
+    _, _, io, model = tiny
+    assert model.visual_lengths(5) == (1, 8) and model.visual_lengths(400) == (64, 192)
+    with torch.no_grad():
+        short = model(io["x"][..., :20], io["t"], io["text"])  # 0.4 s: no whole Synchformer segment
+        clip_len, sync_len = model.visual_lengths(20)
+        assert (clip_len, sync_len) == (3, 8)
+        explicit = model(io["x"][..., :20], io["t"], io["text"], model.null_clip(2, 3), model.null_sync(2, 8))
+    assert short.shape == (2, 128, 20) and torch.isfinite(short).all()
+    torch.testing.assert_close(short, explicit, rtol=0, atol=0)

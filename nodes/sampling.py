@@ -1,0 +1,174 @@
+"""Sampling and the VAE: Foley Sampler (conditions -> LATENT), VAE Decode (LATENT -> AUDIO), VAE Encode."""
+from __future__ import annotations
+
+import torch
+
+from ..media import audio_from_comfy
+from ..pipeline import decode_latents, encode_waveform
+from ..sampling.features import TextFeatures, VisualFeatures
+from ..sampling.generate import SamplingOptions, generate_latents
+from ..sampling.guidance import CFG, SyncCFG
+from ..sampling.samplers import SAMPLERS
+from ..sampling.schedules import SCHEDULES
+from .common import AUDIO, SAMPLING, SEED_MAX, host, input_error, progress
+
+DEFAULT_GUIDANCE = CFG(4.5)
+
+
+def audio_latent(samples: torch.Tensor, duration: float) -> dict:
+    """ComfyUI LATENT of Foley audio latents [B, C, L] lasting `duration` seconds."""
+    return {"samples": samples, "type": "audio", "duration": float(duration)}
+
+
+class SyncFoleySampler:
+    DESCRIPTION = (
+        "Generates audio latents from a text condition and, for video-to-audio, a visual condition (leave it "
+        "unconnected for text-to-audio). Each take uses seed + take index. Long clips can be sampled in overlapping "
+        "windows that are blended at every step.")
+    CATEGORY = SAMPLING
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Audio latents [takes, channels, frames] (type 'audio', with their duration), for Foley VAE "
+                       "Decode.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("FOLEY_MODEL", {"tooltip": "From Load Foley Model (or Apply Foley LoRA)."}),
+                "text_cond": ("FOLEY_TEXT_COND", {"tooltip": "From Foley Text Encode."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                                 "tooltip": "Noise seed; take k uses seed + k."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Sampler steps (50 as released)."}),
+                "sampler_name": (list(SAMPLERS), {"default": "euler", "tooltip": "ODE solver; euler as released. "
+                                                  "heun/midpoint use 2 and rk4 4 model calls per step."}),
+                "schedule": (list(SCHEDULES), {"default": "linear", "tooltip": "Noise levels from 1 to 0: linear as "
+                                               "released, or cosine."}),
+                "shift": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01,
+                                    "tooltip": "Timestep shift; above 1 spends more steps at high noise. 1 as released."}),
+                "takes": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Variations to generate at once."}),
+                "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01,
+                                       "tooltip": "Seconds of audio; 0 = the video's length. Required for text-to-audio."}),
+                "window_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01,
+                                             "tooltip": "Long video: sample in windows of this many seconds (e.g. 10); "
+                                                        "0 = the whole clip in one window."}),
+                "overlap_seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 600.0, "step": 0.01,
+                                              "tooltip": "Overlap between windows, cross-faded at every step."}),
+                "low_memory": ("BOOLEAN", {"default": False, "tooltip": "Run the guidance branches one after another "
+                                           "instead of batched: less memory, same result, slower."}),
+            },
+            "optional": {
+                "visual_cond": ("FOLEY_VISUAL_COND", {"tooltip": "From Foley Visual Encode; leave unconnected for "
+                                                      "text-to-audio."}),
+                "guidance": ("FOLEY_GUIDANCE", {"tooltip": "Foley CFG or SyncCFG Guidance; unconnected = CFG 4.5."}),
+            },
+        }
+
+    def sample(self, model, text_cond: TextFeatures, seed: int, steps: int, sampler_name: str, schedule: str,
+               shift: float, takes: int, duration: float, window_seconds: float, overlap_seconds: float,
+               low_memory: bool, visual_cond: VisualFeatures | None = None, guidance=None):
+        guidance = guidance or DEFAULT_GUIDANCE
+        duration = self._duration(model, text_cond, visual_cond, guidance, duration)
+        if window_seconds and overlap_seconds >= window_seconds:
+            raise input_error("overlap_seconds", f"{overlap_seconds:g} s must be shorter than window_seconds "
+                                                 f"({window_seconds:g} s)")
+        if sampler_name not in SAMPLERS:
+            raise input_error("sampler_name", f"'{sampler_name}' is not one of {', '.join(SAMPLERS)}")
+        if schedule not in SCHEDULES:
+            raise input_error("schedule", f"'{schedule}' is not one of {', '.join(SCHEDULES)}")
+        options = SamplingOptions(steps=steps, sampler=sampler_name, schedule=schedule, shift=shift, seed=seed,
+                                  takes=takes, window_seconds=window_seconds or None, overlap_seconds=overlap_seconds,
+                                  batched_guidance=not low_memory)
+        with host().stage(model), progress(steps, "sampling") as update:
+            latents = generate_latents(model, text_cond, visual_cond, guidance, options, duration,
+                                       callback=lambda info: update(info["i"] + 1))
+        return (audio_latent(latents.float().cpu(), duration),)
+
+    @staticmethod
+    def _duration(model, text: TextFeatures, visual: VisualFeatures | None, guidance, duration: float) -> float:
+        """The audio length, after checking the conditions fit the model and each other."""
+        config = model.config
+        if text.positive.shape[-1] != config.text_dim:
+            raise input_error("text_cond", f"has {text.positive.shape[-1]}-d features but the model takes "
+                                           f"{config.text_dim}-d; use the CLAP encoder that goes with this model")
+        if visual is None:
+            if isinstance(guidance, SyncCFG) and guidance.sync_scale != 0:
+                raise input_error("guidance", "SyncCFG builds its anchor from the video: connect a visual_cond, "
+                                              "or use Foley CFG Guidance for text-to-audio")
+            if duration <= 0:
+                raise input_error("duration", "text-to-audio (no visual_cond) needs the length in seconds")
+            if config.latent_length(duration) == 0:
+                raise input_error("duration", f"{duration:g} s is shorter than one latent frame "
+                                              f"({1 / config.latent_rate:g} s)")
+            return duration
+        if (visual.clip.shape[-1], visual.sync.shape[-1]) != (config.clip_dim, config.sync_dim):
+            raise input_error("visual_cond", f"has {visual.clip.shape[-1]}-d SigLIP2 and {visual.sync.shape[-1]}-d "
+                                             f"Synchformer features but the model takes {config.clip_dim}-d and "
+                                             f"{config.sync_dim}-d; use the encoders that go with this model")
+        if isinstance(guidance, SyncCFG) and guidance.anchor == "static" and visual.static_clip is None:
+            raise input_error("guidance", "the static anchor needs Foley Visual Encode with static_anchor on")
+        if duration > visual.duration + 1e-6:
+            raise input_error("duration", f"{duration:g} s is longer than the video clip ({visual.duration:.2f} s); "
+                                          "use 0 for the clip's length or shorten it")
+        return duration if duration > 0 else visual.duration
+
+
+class SyncFoleyVAEDecode:
+    DESCRIPTION = "Decodes Foley audio latents into sound (ComfyUI AUDIO, 48 kHz mono, one batch item per take)."
+    CATEGORY = AUDIO
+    FUNCTION = "decode"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("Waveform [takes, 1, samples] with its sample rate.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": ("FOLEY_VAE", {"tooltip": "From Load Foley DAC-VAE."}),
+            "samples": ("LATENT", {"tooltip": "Audio latents from Foley Sampler or Foley VAE Encode."}),
+        }}
+
+    def decode(self, vae, samples: dict):
+        latents = samples.get("samples") if isinstance(samples, dict) else None
+        if latents is None or latents.ndim != 3:
+            raise input_error("samples", "expected audio latents [batch, channels, frames] from Foley Sampler")
+        if latents.shape[1] != vae.config.latent_dim:
+            raise input_error("samples", f"latents have {latents.shape[1]} channels but this VAE decodes "
+                                         f"{vae.config.latent_dim}; are they from another model's VAE?")
+        with host().stage(vae):
+            waveform, rate = decode_latents(vae, latents, samples.get("duration"))
+        return ({"waveform": waveform, "sample_rate": rate},)
+
+
+class SyncFoleyVAEEncode:
+    DESCRIPTION = "Encodes sound (any ComfyUI AUDIO; resampled to 48 kHz mono) into Foley audio latents."
+    CATEGORY = AUDIO
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Audio latents (type 'audio', with their duration).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": ("FOLEY_VAE", {"tooltip": "From Load Foley DAC-VAE."}),
+            "audio": ("AUDIO", {"tooltip": "Any sound; every batch item is encoded."}),
+        }}
+
+    def encode(self, vae, audio: dict):
+        waveform, rate = audio.get("waveform"), int(audio.get("sample_rate", 0))
+        if waveform is None or waveform.shape[-1] == 0 or rate <= 0:
+            raise input_error("audio", "is empty or has no sample rate")
+        if waveform.ndim == 2:
+            waveform = audio_from_comfy(audio)[0].unsqueeze(0)
+        with host().stage(vae):
+            latents = encode_waveform(vae, waveform, rate)
+        return (audio_latent(latents, waveform.shape[-1] / rate),)
+
+
+NODES = {
+    "SyncFoleySampler": (SyncFoleySampler, "Foley Sampler"),
+    "SyncFoleyVAEDecode": (SyncFoleyVAEDecode, "Foley VAE Decode"),
+    "SyncFoleyVAEEncode": (SyncFoleyVAEEncode, "Foley VAE Encode"),
+}

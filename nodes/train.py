@@ -1,0 +1,169 @@
+"""ComfyUI node: train a Foley LoRA on a folder of videos, save it, and return the tuned model.
+
+The node runs the same preparation and training as `syncfoley train`: the feature cache and the
+checkpoints live in `<output>/foley_training/<output_name>/`, the adapter is written to
+`<models>/foley/loras/<output_name>.safetensors`, and the returned model is the input model with the
+adapter merged into a copy (the input model is never changed).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .host import host
+
+CATEGORY = "SyncFoley/training"
+FROM_INPUT = "(use the model input)"
+LORA_FOLDER = "loras"
+
+
+class TrainFoleyLoRA:
+    CATEGORY = CATEGORY
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("FOLEY_MODEL", "STRING")
+    RETURN_NAMES = ("model", "loss")
+    OUTPUT_TOOLTIPS = ("the input model with the trained LoRA merged", "the loss at the start and at the end")
+    DESCRIPTION = ("Fine-tunes the Foley model on a folder of videos (their own sound is the target) with a LoRA: "
+                   "flow matching, condition dropout and REPA, as in the paper. Captions come from captions.csv / "
+                   "captions.jsonl in the folder or a <video>.txt beside each video. Saves "
+                   "models/foley/loras/<output_name>.safetensors.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files, folders = host().model_files(), host().model_folders()
+        return {
+            "required": {
+                "dataset": ("STRING", {"default": "foley_dataset", "tooltip": "folder of training videos: a path, "
+                                       "or a folder name inside ComfyUI's input folder"}),
+                "steps": ("INT", {"default": 500, "min": 1, "max": 1_000_000, "tooltip": "optimizer steps"}),
+                "learning_rate": ("FLOAT", {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-5,
+                                            "tooltip": "AdamW learning rate (constant)"}),
+                "lora_rank": ("INT", {"default": 16, "min": 1, "max": 512, "tooltip": "LoRA rank (alpha = rank)"}),
+                "output_name": ("STRING", {"default": "foley_lora", "tooltip": "file name of the saved LoRA"}),
+                "vae": (files, {"tooltip": "DAC-VAE file: encodes the videos' audio to latents"}),
+                "synchformer": (files, {"tooltip": "Synchformer file: sync features of the frames"}),
+                "clap": (folders, {"tooltip": "CLAP folder: caption features"}),
+                "siglip": (folders, {"tooltip": "SigLIP2 folder: frame features"}),
+            },
+            "optional": {
+                "model": ("FOLEY_MODEL", {"tooltip": "the model to fine-tune (from a Foley model loader)"}),
+                "model_name": ([FROM_INPUT, *files], {"tooltip": "or a DiT file to load when no model is linked"}),
+                "clip_seconds": ("FLOAT", {"default": 8.0, "min": 0.64, "max": 30.0, "step": 0.02,
+                                           "tooltip": "videos are cut into clips of this length"}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "clips per optimizer step"}),
+                "repa_weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 10.0, "step": 0.05,
+                                          "tooltip": "weight of the REPA alignment loss (0 = off)"}),
+                "repa_depth": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "REPA aligns the hidden states "
+                                       "after this many single-stream blocks (capped at the model's count)"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "seed of the adapters' "
+                                 "initial weights, the clip order, the noise and the dropout"}),
+                "resume": ("BOOLEAN", {"default": False, "tooltip": "continue this output name's last checkpoint "
+                                       "instead of starting over"}),
+            },
+        }
+
+    def train(self, dataset, steps, learning_rate, lora_rank, output_name, vae, synchformer, clap, siglip,
+              model=None, model_name=FROM_INPUT, clip_seconds=8.0, batch_size=1, repa_weight=0.5, repa_depth=8,
+              seed=0, resume=False):
+        import torch
+
+        from ..models.lora import apply_lora
+        from ..pipeline import loaders
+        from ..training.config import TrainConfig
+        from ..training.data import FeatureEncoders
+        from ..training.run import ensure_cache
+        from ..training.trainer import Trainer
+
+        if not output_name or output_name in (".", "..") or any(c in output_name for c in "/\\:"):
+            raise ValueError(f"output_name: {output_name!r} must be a plain file name (no folders)")
+        h = host()
+        device = h.compute_device()
+        paths = {name: str(h.resolve_model(value, what)) for name, value, what in (
+            ("vae", vae, "DAC-VAE file"), ("synchformer", synchformer, "Synchformer file"),
+            ("clap", clap, "CLAP folder"), ("siglip", siglip, "SigLIP2 folder"))}
+        checkpoint = ""
+        if model is None:
+            if not model_name or model_name == FROM_INPUT:
+                raise ValueError("link a FOLEY_MODEL to 'model' or pick a DiT file in 'model_name'")
+            checkpoint = str(h.resolve_model(model_name, "Foley model file"))
+            model = loaders.load_foley_model(checkpoint, "auto", device)
+        run_dir = h.get_output_dir() / "foley_training" / output_name
+        if not resume:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        on_gpu = device.type == "cuda"
+        config = TrainConfig(name=output_name, output=str(run_dir), mode="lora")
+        config.data.videos = str(self._dataset_folder(dataset))
+        config.data.clip_seconds, config.data.batch_size = clip_seconds, batch_size
+        config.model.checkpoint = checkpoint
+        for name, path in paths.items():
+            setattr(config.model, name, path)
+        config.lora.rank = lora_rank
+        config.optim.learning_rate = learning_rate
+        config.objective.repa_weight = repa_weight
+        config.objective.repa_depth = max(1, min(repa_depth, model.config.single_blocks))
+        config.train.max_steps, config.train.seed = steps, seed
+        config.train.checkpoint_every = max(100, steps // 5)
+        config.train.log_every = max(1, steps // 100)
+        config.train.cpu = not on_gpu
+        config.train.mixed_precision = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
+        config.validate()
+
+        h.free_memory()
+        caching: list = []
+
+        def on_video(done: int, total: int, name: str) -> None:
+            if not caching:
+                caching.append(h.progress(total, "caching features"))
+            caching[0].update(done, total)
+            h.check_interrupt()  # an unfinished cache has no index: the next run rebuilds it
+
+        try:
+            ensure_cache(config, progress=on_video, encoders=lambda: FeatureEncoders(
+                loaders.load_vae(paths["vae"], "fp32", device), loaders.load_text_encoder(paths["clap"], "fp32", device),
+                loaders.load_image_encoder(paths["siglip"], "fp32", device),
+                loaders.load_synchformer(paths["synchformer"], "fp32", device)))
+        finally:
+            for bar in caching:
+                bar.close()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the encoders are done with
+        progress = h.progress(steps, "training")
+        first: list[float] = []
+
+        def on_step(info) -> None:
+            if not first:
+                first.append(info.loss)
+            progress.update(info.step, steps)
+            h.check_interrupt()
+
+        trainer = Trainer(config, model=model)
+        lora_path = h.model_dirs()[0] / LORA_FOLDER / f"{output_name}.safetensors"
+        try:
+            result = trainer.train(resume=resume or None, callback=on_step)
+            trainer.export(lora_path)
+        finally:
+            progress.close()
+            # The adapters' copy shares the input model's tensors: park them (and it) off the GPU again.
+            trainer.module.to(h.offload_device())
+            trainer.accelerator.free_memory()
+        tuned = apply_lora(model, lora_path)
+        last = result.history[-1].loss if result.history else float("nan")
+        start = first[0] if first else last
+        text = f"{result.steps} steps: loss {start:.4f} -> {last:.4f}; LoRA saved to {lora_path}"
+        return {"ui": {"text": [text]}, "result": (tuned, text)}
+
+    @staticmethod
+    def _dataset_folder(dataset: str) -> Path:
+        candidate = Path(dataset).expanduser()
+        if candidate.is_absolute():
+            return candidate
+        inside = host().get_input_dir() / candidate
+        if not inside.is_dir():
+            raise FileNotFoundError(f"dataset folder '{dataset}' not found in the input folder {host().get_input_dir()}; "
+                                    "give a folder name there or an absolute path")
+        return inside
+
+
+NODE_CLASS_MAPPINGS = {"SyncFoleyTrainLoRA": TrainFoleyLoRA}
+NODE_DISPLAY_NAME_MAPPINGS = {"SyncFoleyTrainLoRA": "Train Foley LoRA"}
