@@ -13,39 +13,11 @@ import time
 from pathlib import Path
 
 from ..media import MediaError
+from ..pipeline.foley import MODEL_PARTS, find_model_files
 from .onsets import DEFAULT_TOLERANCE
 from .sync_eval import AudioSource, evaluate, folder_source, format_table, ground_truth_source, load_held_out
 
 GUIDANCES = ("cfg", "synccfg")
-MODEL_PARTS = ("dit", "vae", "synchformer", "clap", "siglip")
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
-
-
-def find_model_files(folder: str | Path) -> dict[str, Path]:
-    """The five model parts in `folder` (or `folder/foley`), recognised by name: a DiT file with
-    'foley' or 'dit' in its name, files with 'vae' and 'synchformer', folders with 'clap' and 'siglip'."""
-    folder = Path(folder)
-    roots = [folder] + ([folder / "foley"] if (folder / "foley").is_dir() else [])
-    entries = [p for root in roots for p in sorted(root.iterdir())]
-    files = [p for p in entries if p.is_file() and p.suffix in _WEIGHT_SUFFIXES]
-    tests = {
-        "vae": lambda p: p in files and "vae" in p.name.lower(),
-        "synchformer": lambda p: p in files and "synchformer" in p.name.lower(),
-        "dit": lambda p: p in files and any(k in p.name.lower() for k in ("foley", "dit"))
-        and not any(k in p.name.lower() for k in ("vae", "synchformer")),
-        "clap": lambda p: p.is_dir() and "clap" in p.name.lower(),
-        "siglip": lambda p: p.is_dir() and "siglip" in p.name.lower(),
-    }
-    found = {}
-    for part, test in tests.items():
-        matches = [p for p in entries if test(p)]
-        if len(matches) != 1:
-            what = "nothing" if not matches else ", ".join(p.name for p in matches)
-            raise SystemExit(f"eval-sync: --models {folder}: found {what} for the {part}; pass --{part} PATH")
-        found[part] = matches[0]
-    return found
-
-
 def _guidance(name: str, args: argparse.Namespace):
     from ..sampling.guidance import CFG, SyncCFG
 
@@ -58,7 +30,10 @@ def _model_sources(args: argparse.Namespace) -> dict[str, AudioSource]:
     explicit = {part: getattr(args, part) for part in MODEL_PARTS if getattr(args, part)}
     if not args.models and not explicit:
         return {}
-    paths = find_model_files(args.models) if args.models else {}
+    try:
+        paths = find_model_files(args.models) if args.models else {}
+    except FileNotFoundError as exc:
+        raise SystemExit(f"eval-sync: --models: {exc}") from None
     paths.update({part: Path(path) for part, path in explicit.items()})
     missing = [part for part in MODEL_PARTS if part not in paths]
     if missing:

@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.what == "e2e":
+        return run_end_to_end(args)
     model = random_dit(args.config, args.blocks, DTYPES[args.dtype], args.device, args.weight_dtype)
     common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "params_m":
               parameter_count(model) / 1e6, "dtype": args.dtype + (f"/{args.weight_dtype}" if args.weight_dtype else ""),
@@ -147,9 +149,29 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def run_end_to_end(args: argparse.Namespace) -> list[dict]:
+    from ..pipeline import FoleyModels
+    from .e2e import run_e2e
+
+    if not args.models:
+        raise SystemExit("bench e2e: give --models DIR (a folder with the DiT, VAE, Synchformer, CLAP and SigLIP2)")
+    models = FoleyModels.from_folder(args.models, args.precision, args.device)
+    row = {"measure": f"e2e {args.guidance} {'sequential' if args.sequential else 'batched'}",
+           "config": models.dit.config.variant, "params_m": parameter_count(models.dit) / 1e6,
+           "dtype": args.precision, "device": args.device, "steps": args.steps, **run_e2e(models, args)}
+    columns = ["measure", "config", "params_m", "dtype", "device", "steps", "audio_s", "text_s", "video_s",
+               "sampling_s", "step_s", "decode_s", "mux_s", "total_s", "rtf", "peak_mib"]
+    print(_table([row], columns))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([row], f, indent=2)
+    return [row]
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="time the DiT and sampling steps; print a table (and JSON)")
-    p.add_argument("what", nargs="?", choices=["dit", "sampling", "all"], default="all")
+    p.add_argument("what", nargs="?", choices=["dit", "sampling", "all", "e2e"], default="all",
+                   help="dit: one forward; sampling: one guided step; e2e: a whole clip with real models")
     p.add_argument("--config", default="tiny", choices=sorted(dit_config.NAMED_CONFIGS))
     p.add_argument("--blocks", help="triple,single block counts (e.g. 1,1 for one XL-sized block each)")
     p.add_argument("--seconds", type=float, default=8.0, help="clip duration (default 8)")
@@ -160,4 +182,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    e2e = p.add_argument_group("e2e (a whole clip through the pipeline)")
+    e2e.add_argument("--models", help="model folder (DiT, VAE, Synchformer files; CLAP, SigLIP2 folders)")
+    e2e.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16, fp8_e4m3fn, fp8_e5m2")
+    e2e.add_argument("--video", help="video to run on (default: a generated clip of --seconds)")
+    e2e.add_argument("--prompt", default="")
+    e2e.add_argument("--guidance", default="cfg", choices=["cfg", "synccfg"])
+    e2e.add_argument("--cfg-scale", type=float, default=4.5)
+    e2e.add_argument("--sync-scale", type=float, default=1.0)
+    e2e.add_argument("--steps", type=int, default=50)
+    e2e.add_argument("--sampler", default="euler")
+    e2e.add_argument("--sequential", action="store_true", help="guidance branches one after another")
     p.set_defaults(func=run)

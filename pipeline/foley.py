@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,6 +20,40 @@ from ..sampling.guidance import CFG, Guidance
 from . import loaders
 from .decode import decode_latents
 from .encode import DEFAULT_NEGATIVE_PROMPT, ImageEncoder, SyncEncoder, TextEncoder, encode_text, encode_video
+
+
+MODEL_PARTS = ("dit", "vae", "synchformer", "clap", "siglip")
+_WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".ckpt")
+
+
+def find_model_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """The five model parts in `folder` (or `folder/foley`), recognised by name: a DiT file with
+    'foley' or 'dit' in its name, files with 'vae' and 'synchformer', folders with 'clap' and 'siglip'.
+
+    Raises FileNotFoundError naming the part that is missing or ambiguous.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder '{folder}' does not exist")
+    roots = [folder] + ([folder / "foley"] if (folder / "foley").is_dir() else [])
+    entries = [p for root in roots for p in sorted(root.iterdir())]
+    files = [p for p in entries if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES]
+    named = lambda p, *keys: any(k in p.name.lower() for k in keys)  # noqa: E731
+    tests = {
+        "vae": lambda p: p in files and named(p, "vae"),
+        "synchformer": lambda p: p in files and named(p, "synchformer"),
+        "dit": lambda p: p in files and named(p, "foley", "dit") and not named(p, "vae", "synchformer", "lora"),
+        "clap": lambda p: p.is_dir() and named(p, "clap"),
+        "siglip": lambda p: p.is_dir() and named(p, "siglip"),
+    }
+    found = {}
+    for part, test in tests.items():
+        matches = [p for p in entries if test(p)]
+        if len(matches) != 1:
+            what = "nothing" if not matches else ", ".join(p.name for p in matches)
+            raise FileNotFoundError(f"model folder '{folder}': found {what} for the {part}; name one file per part")
+        found[part] = matches[0]
+    return found
 
 
 @dataclass
@@ -41,6 +76,12 @@ class FoleyModels:
             image_encoder=loaders.load_image_encoder(siglip, "fp32", device),
             sync_encoder=loaders.load_synchformer(synchformer, "fp32" if precision == "auto" else precision, device),
         )
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, precision: str = "auto", device=None) -> "FoleyModels":
+        """The five parts found by name in `folder` (see `find_model_files`)."""
+        paths = find_model_files(folder)
+        return cls.from_files(*(paths[part] for part in MODEL_PARTS), precision=precision, device=device)
 
 
 @dataclass
