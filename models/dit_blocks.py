@@ -138,7 +138,7 @@ class SingleStreamBlock(nn.Module):
         kw = dict(device=device, dtype=dtype)
         self.modulation = Modulation(hidden, 6, operations, **kw)
         self.linear_qkv = operations.Linear(hidden, 3 * hidden, **kw)
-        self.linear1 = operations.Conv1d(hidden, hidden, 3, padding=1, **kw)
+        self.linear1 = getattr(operations, "TokenConv1d", operations.Conv1d)(hidden, hidden, 3, padding=1, **kw)
         self.linear2 = ConvSwiGLU(hidden, mlp_hidden, kernel_size=3, operations=operations, **kw)
         # torch.nn.RMSNorm with its default eps, as released.
         self.q_norm = RMSNorm(head_dim, eps=None, fp32=False, **kw)

@@ -90,9 +90,10 @@ class ConvSwiGLU(nn.Module):
         super().__init__()
         pad = kernel_size // 2
         conv = dict(kernel_size=kernel_size, padding=pad, bias=False, device=device, dtype=dtype)
-        self.w1 = operations.Conv1d(dim, hidden, **conv)
-        self.w2 = operations.Conv1d(hidden, dim, **conv)
-        self.w3 = operations.Conv1d(dim, hidden, **conv)
+        layer = getattr(operations, "TokenConv1d", operations.Conv1d)
+        self.w1 = layer(dim, hidden, **conv)
+        self.w2 = layer(hidden, dim, **conv)
+        self.w3 = layer(dim, hidden, **conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.transpose(1, 2)

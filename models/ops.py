@@ -32,6 +32,26 @@ class Conv1d(nn.Conv1d):
         return self._conv_forward(x, cast_to(self.weight, x), cast_to(self.bias, x))
 
 
+class TokenConv1d(Conv1d):
+    """A Conv1d over the token axis computed as one matrix product (im2col).
+
+    For the DiT's kernel-3, stride-1 convolutions over a few hundred tokens and thousands of channels
+    this is faster on CPUs than the direct convolution, and it is exactly the same function: the
+    input's K shifted copies are laid out [c, k] like the weight `[out, in, k]`, so the weight is
+    used as a `[out, in * k]` view. Contract and parameters are those of `nn.Conv1d`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        if k == 1 or self.stride != (1,) or self.dilation != (1,) or self.groups != 1 or isinstance(self.padding, str):
+            return super().forward(x)
+        weight, bias = cast_to(self.weight, x), cast_to(self.bias, x)
+        length = x.shape[-1] + 2 * self.padding[0] - k + 1
+        padded = F.pad(x.transpose(1, 2), (0, 0, self.padding[0], self.padding[0]))  # [B, L + 2p, C]
+        columns = torch.stack([padded[:, i:i + length] for i in range(k)], dim=-1).flatten(2)  # [B, L, C*k]
+        return F.linear(columns, weight.flatten(1), bias).transpose(1, 2)
+
+
 class ConvTranspose1d(nn.ConvTranspose1d):
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
         output_padding = self._output_padding(
@@ -63,6 +83,7 @@ class CastOps:
 
     Linear = Linear
     Conv1d = Conv1d
+    TokenConv1d = TokenConv1d
     ConvTranspose1d = ConvTranspose1d
     Conv2d = Conv2d
     Conv3d = Conv3d
