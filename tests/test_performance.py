@@ -68,3 +68,19 @@ def test_compiled_blocks_match_the_plain_model(model_and_inputs):
     model.compile_blocks(backend="aot_eager", dynamic=False)
     torch.testing.assert_close(velocity(model, io), expected, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kernel, padding, length", [(3, 1, 37), (3, 0, 20), (5, 2, 16), (1, 0, 9)])
+def test_token_conv_is_the_same_convolution(kernel, padding, length):
+    from syncfoley.models.ops import TokenConv1d
+
+    torch.manual_seed(0)
+    layer = TokenConv1d(24, 40, kernel, padding=padding)
+    x = torch.randn(3, 24, length)
+    expected = torch.nn.functional.conv1d(x, layer.weight, layer.bias, padding=padding)
+    out = layer(x)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # The Conv1d contract holds: channels-first in and out, gradients flow to the weight.
+    out.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.shape == layer.weight.shape
