@@ -8,7 +8,6 @@ in ComfyUI, regenerate its twin with:
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -28,7 +27,6 @@ from syncfoley.runner.spec import input_specs
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 NAMES = sorted(p.name[: -len(".api.json")] for p in WORKFLOWS.glob("*.api.json"))
 FRONTEND_ONLY = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
-HAS_LORA = importlib.util.find_spec("syncfoley.models.lora") is not None
 
 
 def test_every_workflow_has_both_twins_and_the_issue_set_is_there():
@@ -78,8 +76,7 @@ def workspace(tiny_models, tmp_path_factory):
     shutil.copy(tiny_models["synchformer"], foley / "synchformer_state_dict.pth")
     shutil.copytree(tiny_models["clap"], foley / "clap")
     shutil.copytree(tiny_models["siglip"], foley / "siglip2")
-    if HAS_LORA:
-        _write_tiny_lora(foley / "foley_lora.safetensors", foley / "hunyuanvideo_foley_xl.pth")
+    _write_tiny_lora(foley / "foley_lora.safetensors", foley / "hunyuanvideo_foley_xl.pth")
     (root / "input").mkdir()
     make_video(root / "input" / "example.mp4", fps=25, count=50, size=(64, 48), audio_seconds=2.0)
     make_video(root / "input" / "long_example.mp4", fps=25, count=100, size=(64, 48))
@@ -130,11 +127,10 @@ def _check_output(path: Path) -> None:
             assert sum(1 for _ in container.decode(video=0)) > 10
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_workflow_runs_headless_and_writes_playable_files(name, workspace):
-    if name == "finetuned_model" and not HAS_LORA:
-        pytest.skip("models/lora.py (apply_lora) is not in this checkout yet")
-    workflow = load_workflow(WORKFLOWS / f"{name}.api.json")
+@pytest.mark.parametrize("file", [f"{name}{suffix}" for name in NAMES for suffix in (".api.json", ".json")])
+def test_workflow_runs_headless_and_writes_playable_files(file, workspace):
+    name = file.split(".")[0]
+    workflow = load_workflow(WORKFLOWS / file, NODE_CLASS_MAPPINGS)  # UI files are converted on load
     prompt = apply_overrides(workflow.prompt, _fast(workflow.prompt), NODE_CLASS_MAPPINGS)
     result = Executor(NODE_CLASS_MAPPINGS).run(Workflow(prompt, source=workflow.source))
     outputs = {entry["class_type"] for node_id, entry in prompt.items() if node_id in result.ui}
