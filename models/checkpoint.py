@@ -68,6 +68,15 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return _read_pickle(path, device)
 
 
+def as_checkpoint(source: "str | os.PathLike | Mapping[str, torch.Tensor] | Checkpoint") -> Checkpoint:
+    """What every `from_checkpoint` accepts: a path, a state dict, or an already read Checkpoint."""
+    if isinstance(source, Checkpoint):
+        return source
+    if isinstance(source, Mapping):
+        return Checkpoint(dict(source))
+    return read_checkpoint(source, device="cpu")
+
+
 def _read_safetensors(path: Path, device) -> Checkpoint:
     from safetensors import SafetensorError, safe_open
 

@@ -17,7 +17,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, CheckpointError, assign_state_dict, read_checkpoint, require_kind
+from .checkpoint import Checkpoint, CheckpointError, assign_state_dict, as_checkpoint, require_kind
 from .dac_layers import Decoder, Encoder, WeightNorm, decoder_context_latents
 from .ops import CastOps
 
@@ -145,12 +145,7 @@ class DacVae(nn.Module):
         the meta device and the tensors are assigned; weight norm is fused in the file's precision
         before casting to `dtype` (default: the file's dtype).
         """
-        if isinstance(source, Checkpoint):
-            checkpoint = source
-        elif isinstance(source, Mapping):
-            checkpoint = Checkpoint(dict(source))
-        else:
-            checkpoint = read_checkpoint(source, device="cpu")
+        checkpoint = as_checkpoint(source)
         state_dict = require_kind(checkpoint, "dac_vae", "DAC-VAE loader",
                                   hint="Use the Foley model or Synchformer loader for those files.")
         kwargs = checkpoint.metadata.get(SAFETENSORS_KWARGS_KEY)

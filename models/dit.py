@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from .checkpoint import Checkpoint, assign_state_dict, read_checkpoint, require_kind
+from .checkpoint import Checkpoint, assign_state_dict, as_checkpoint, require_kind
 from .dit_blocks import FinalLayer, RopeTables, SingleStreamBlock, TripleStreamBlock
 from .dit_config import FoleyDiTConfig
 from .embeddings import AudioEmbedder, ConditionProjection, TimestepEmbedder, sync_projection, visual_projection
@@ -127,12 +127,7 @@ class FoleyDiT(nn.Module):
         compute dtype (default: the file's); `weight_dtype` stores matrix weights in another dtype
         (e.g. `torch.float8_e4m3fn`) that is cast to `dtype` on use.
         """
-        if isinstance(source, Mapping):
-            checkpoint = Checkpoint(dict(source))
-        elif isinstance(source, Checkpoint):
-            checkpoint = source
-        else:
-            checkpoint = read_checkpoint(source, device="cpu")
+        checkpoint = as_checkpoint(source)
         state_dict = require_kind(
             checkpoint, "foley_dit", "Foley model loader",
             hint="Use the DAC-VAE or Synchformer loader for those files.",

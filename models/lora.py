@@ -31,7 +31,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, CheckpointError, read_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, as_checkpoint
 
 LORA_FORMAT = "syncfoley-lora"
 LORA_VERSION = "1"
@@ -80,12 +80,7 @@ def save_lora(path: str | os.PathLike, factors: Mapping[str, tuple[torch.Tensor,
 
 def read_lora(source: str | os.PathLike | Mapping[str, torch.Tensor] | Checkpoint) -> LoraAdapter:
     """Read an adapter file (or state dict); raises CheckpointError when it is not a LoRA."""
-    if isinstance(source, Checkpoint):
-        checkpoint = source
-    elif isinstance(source, Mapping):
-        checkpoint = Checkpoint(dict(source))
-    else:
-        checkpoint = read_checkpoint(source, device="cpu")
+    checkpoint = as_checkpoint(source)
     where = f"'{checkpoint.path}'" if checkpoint.path else "the given state dict"
     metadata = dict(checkpoint.metadata)
     default_alpha = float(metadata["alpha"]) if "alpha" in metadata else None

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import Checkpoint, assign_state_dict, read_checkpoint, require_kind
+from .checkpoint import Checkpoint, assign_state_dict, as_checkpoint, require_kind
 from .encoders import SYNCHFORMER_FRAME_SPEC, FrameSpec
 from .motionformer import MotionFormer, merge_heads, split_heads
 from .ops import CastOps, cast_to, set_precision
@@ -239,12 +239,7 @@ class Synchformer(nn.Module):
         `dtype` is the compute dtype (default: the file's); `weight_dtype` stores matrix weights in
         another dtype (e.g. fp8) that is cast on use.
         """
-        if isinstance(source, Checkpoint):
-            checkpoint = source
-        elif isinstance(source, Mapping):
-            checkpoint = Checkpoint(dict(source))
-        else:
-            checkpoint = read_checkpoint(source, device="cpu")
+        checkpoint = as_checkpoint(source)
         state_dict = require_kind(checkpoint, "synchformer", "Synchformer loader",
                                   hint="Use the Foley model or DAC-VAE loader for that file.")
         config = SynchformerConfig.from_state_dict(state_dict)
