@@ -7,6 +7,7 @@ adapter merged into a copy (the input model is never changed).
 """
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,36 @@ from .host import host
 CATEGORY = "SyncFoley/training"
 FROM_INPUT = "(use the model input)"
 LORA_FOLDER = "loras"
+
+
+def _with_autograd(method):
+    """ComfyUI runs every node under `torch.inference_mode()`: training needs autograd back."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode(False), torch.enable_grad():
+            return method(*args, **kwargs)
+    return wrapper
+
+
+def _without_inference_tensors(module) -> None:
+    """Tensors made under inference mode (ComfyUI's loader nodes run there) cannot be saved for
+    backward: swap each for a normal copy, one at a time, so the values stay and memory does not double."""
+    import torch
+
+    copies: dict[int, torch.Tensor] = {}  # tensors shared between modules stay shared
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for name, tensor in store.items():
+                if tensor is None or not tensor.is_inference():
+                    continue
+                if id(tensor) not in copies:
+                    clone = tensor.detach().clone()
+                    if isinstance(tensor, torch.nn.Parameter):
+                        clone = torch.nn.Parameter(clone, requires_grad=tensor.requires_grad)
+                    copies[id(tensor)] = clone
+                store[name] = copies[id(tensor)]
 
 
 class TrainFoleyLoRA:
@@ -63,6 +94,7 @@ class TrainFoleyLoRA:
             },
         }
 
+    @_with_autograd
     def train(self, dataset, steps, learning_rate, lora_rank, output_name, vae, synchformer, clap, siglip,
               model=None, model_name=FROM_INPUT, clip_seconds=8.0, batch_size=1, repa_weight=0.5, repa_depth=8,
               seed=0, resume=False):
@@ -88,6 +120,7 @@ class TrainFoleyLoRA:
                 raise ValueError("link a FOLEY_MODEL to 'model' or pick a DiT file in 'model_name'")
             checkpoint = str(h.resolve_model(model_name, "Foley model file"))
             model = loaders.load_foley_model(checkpoint, "auto", device)
+        _without_inference_tensors(model)
         run_dir = h.get_output_dir() / "foley_training" / output_name
         if not resume:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from .errors import LOCAL_HINT, NodeExecutionError, RunInterrupted
 from . import spec
 from .spec import input_specs
@@ -162,7 +164,8 @@ class Executor:
         if function is None:
             raise NodeExecutionError(node_id, class_type, f"the node class has no method FUNCTION = "
                                      f"{getattr(cls, 'FUNCTION', None)!r}", "NodeDefinitionError")
-        returned = function(**kwargs)
+        with torch.inference_mode():  # as ComfyUI runs every node: nodes that train must opt out themselves
+            returned = function(**kwargs)
         return _split_return(node_id, class_type, cls, returned)
 
     def _collect_ui(self, node_id: str, ui: dict | None, result: RunResult) -> None:
