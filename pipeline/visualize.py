@@ -1,13 +1,13 @@
 """Pictures of sound and of sync, and the curves behind them, with torch alone (no plotting library).
 
-- `onset_strength`: positive spectral flux of a log-mel spectrogram, `ONSET_RATE` values per second;
-- `motion_energy` / `video_motion`: mean absolute difference between consecutive frames, one value
-  per frame at the video's own rate;
+- `onset_strength`: the evaluation's onset curve (positive spectral flux), `ONSET_RATE` values per second;
+- `motion_energy` / `video_motion`: AV-Align's motion curve (mean absolute difference between
+  consecutive grey frames), one value per frame at the video's own rate;
 - `spectrogram_image` and `sync_plot_image`: ComfyUI IMAGE pictures (float [H, W, 3] in 0..1);
 - `preview_frames`: a video's frames at a bounded count and size, for the IMAGE output of Load Video;
 - `encode_png`: an RGB picture as PNG bytes (zlib only), for node previews.
 
-Evaluation code can reuse the curves: a sound that matches the picture has onsets where motion is.
+The curves are the evaluation's own, so the sync plot shows what onset F1 and AV-Align measure.
 """
 from __future__ import annotations
 
@@ -68,20 +68,21 @@ def log_mel(waveform: torch.Tensor, sample_rate: int, hop: int, n_mels: int = 12
 
 
 def onset_strength(waveform: torch.Tensor, sample_rate: int, rate: float = ONSET_RATE) -> torch.Tensor:
-    """Positive spectral flux per frame, `rate` frames per second (value i at time i / rate; value 0 is 0)."""
-    spectrum = log_mel(waveform, sample_rate, max(1, round(sample_rate / rate)), n_mels=64)
-    flux = (spectrum[:, 1:] - spectrum[:, :-1]).clamp_min(0).mean(0)
-    return F.pad(flux, (1, 0))
+    """The evaluation's onset curve (positive spectral flux, `evaluation.onsets`), `rate` values per
+    second, so the plot shows exactly what onset F1 is computed from."""
+    from ..evaluation.onsets import OnsetParams, onset_strength as evaluation_onsets
+
+    curve, _ = evaluation_onsets(mono(waveform).numpy(), sample_rate, OnsetParams(hop=1.0 / rate))
+    return torch.from_numpy(curve).float()
 
 
 def motion_energy(frames: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between consecutive frames of [T, H, W, C] (uint8 or 0..1): [T], value 0 is 0."""
-    grey = frames.float().mean(-1)
-    if frames.dtype == torch.uint8:
-        grey = grey / 255.0
-    if grey.shape[0] < 2:
-        return torch.zeros(grey.shape[0])
-    return F.pad((grey[1:] - grey[:-1]).abs().mean((1, 2)), (1, 0))
+    """The motion curve of AV-Align (`evaluation.av_align`): mean absolute grey-level difference
+    between consecutive frames of [T, H, W, C] (uint8 or 0..1), scaled to 0..1, one value per frame."""
+    from ..evaluation.av_align import grey_frames, motion_curve
+
+    scale = 1.0 if frames.dtype == torch.uint8 else 255.0
+    return torch.from_numpy(motion_curve(grey_frames(frames.float() * scale)) / 255.0).float()
 
 
 def video_motion(source: str | os.PathLike | tuple[torch.Tensor, float], fps: float, start: float = 0.0,
