@@ -144,3 +144,37 @@ def test_workflow_runs_headless_and_writes_playable_files(file, workspace):
         with av.open(str(media[0])) as container:
             audio = container.streams.audio[0]
             assert sum(f.samples for f in container.decode(audio)) / audio.rate == pytest.approx(4.0, abs=0.05)
+
+
+def _run_cli(args: list[str]) -> int:
+    from syncfoley.cli import main
+
+    try:
+        return main(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def test_a_batch_runs_a_real_workflow_skips_the_broken_video_and_resumes(workspace, tmp_path):
+    videos = tmp_path / "batch"
+    videos.mkdir()
+    for index in range(3):
+        make_video(videos / f"clip{index}.mp4", fps=25, count=25, size=(32, 32))
+    (videos / "broken.mp4").write_bytes(b"this is not a video")
+    summary = tmp_path / "summary.json"
+    args = ["run", str(WORKFLOWS / "video_to_audio.json"), "--batch", str(videos), "--set", "10.steps=1",
+            "--models", str(workspace / "models"), "--input", str(workspace / "input"),
+            "--output", str(tmp_path / "out"), "--device", "cpu", "--no-progress", "--json", str(summary)]
+    assert _run_cli(args) == 1  # one item failed; the others are done
+    first = json.loads(summary.read_text())
+    assert len(first["done"]) == 3 and all("clip" in item for item in first["done"])
+    assert len(first["failed"]) == 1 and "broken" in next(iter(first["failed"]))
+    written = sorted((tmp_path / "out").rglob("*.mp4"))
+    assert len(written) == 3
+    for path in written:
+        _check_output(path)
+    # A re-run does only what is missing: the broken video again, nothing else.
+    assert _run_cli(args) == 1
+    second = json.loads(summary.read_text())
+    assert second["done"] == [] and len(second["skipped"]) == 3 and len(second["failed"]) == 1
+    assert sorted((tmp_path / "out").rglob("*.mp4")) == written
