@@ -46,7 +46,8 @@ def impact(material: Material, frequency: float, gain: float, time: float, sampl
     noise = rng.standard_normal(click_length)
     width = 1 + round((1 - material.click_brightness) * sample_rate / 2000)  # moving average = low-pass
     if width > 1:
-        noise = np.convolve(noise, np.ones(width) / width, mode="same") * math.sqrt(width)
+        # [:click_length]: a click cut by the clip's end is shorter than the filter, and 'same' keeps the longer
+        noise = np.convolve(noise, np.ones(width) / width, mode="same")[:click_length] * math.sqrt(width)
     modes[:click_length] += material.click * noise * np.exp(-local[:click_length] / CLICK_SECONDS) / 3
     return first, gain * modes
 

@@ -48,6 +48,12 @@ def as_rate(fps: int | float | Fraction | str) -> Fraction:
     return rate
 
 
+def as_seconds(value: int | float | Fraction) -> Fraction:
+    """A time in seconds as a Fraction; floats are read as the decimal they were written as (3.84 is
+    96/25, not the binary double just below it, which would lose the 96th frame at 25 fps)."""
+    return Fraction(value).limit_denominator(1_000_000) if isinstance(value, float) else Fraction(value)
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """One encoder's view of the video: its name, frame rate and how frames are resized.
@@ -154,7 +160,7 @@ def _sample_timed(timed: Iterable[tuple[Fraction, Any]], render: Callable[[Any],
                   streams: Sequence[StreamSpec], start: Fraction, max_duration: float | Fraction | None,
                   duration_fps: Fraction, source: str) -> tuple[dict[str, SampledStream], Fraction]:
     """Apply the frame rule to (time, payload) pairs in presentation order; `render` makes uint8 [H,W,3]."""
-    duration_limit = None if max_duration is None else math.floor(Fraction(max_duration) * duration_fps)
+    duration_limit = None if max_duration is None else math.floor(as_seconds(max_duration) * duration_fps)
     stream_limits = [None if duration_limit is None else math.floor(duration_limit * spec.fps / duration_fps)
                      for spec in streams]
     collectors = [_StreamCollector(spec, limit) for spec, limit in zip(streams, stream_limits)]
@@ -257,7 +263,7 @@ def sample_video(path: str | os.PathLike, streams: Sequence[StreamSpec] = HUNYUA
     Raises MediaError for unreadable files, no video stream, no decodable frame, or a start past the end.
     """
     _check_streams(streams)
-    start = Fraction(start)
+    start = as_seconds(start)
     if start < 0:
         raise ValueError(f"start must be >= 0, got {float(start)}")
     if max_duration is not None and max_duration <= 0:
@@ -297,7 +303,7 @@ def sample_images(images: torch.Tensor, fps: int | float | Fraction, streams: Se
     if images.shape[0] == 0:
         raise ValueError("IMAGE batch is empty")
     rate = as_rate(fps)
-    start = Fraction(start)
+    start = as_seconds(start)
     timed = ((Fraction(index) / rate, index) for index in range(images.shape[0]))
     sampled, duration = _sample_timed(timed, lambda index: images_to_uint8(images[index]), streams, start,
                                       max_duration, as_rate(duration_fps), "IMAGE input")

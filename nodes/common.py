@@ -64,7 +64,12 @@ def blame(name: str):
 
 
 # Models -----------------------------------------------------------------------------------------------
-def model_path(name: str, input_name: str, what: str = "model file") -> Path:
+def model_path(name: str, input_name: str, what: str = "model file") -> Path | str:
+    """The file or folder a COMBO value names; the built-in demo name passes through to the loaders."""
+    from ..demo.bundle import DEMO_MODEL
+
+    if name == DEMO_MODEL:
+        return name
     with blame(input_name):
         return host().resolve_model(name, what)
 
@@ -83,6 +88,16 @@ def file_choices(folders: bool = False) -> list[str]:
         return host().model_folders() if folders else host().model_files()
     except OSError:
         return []
+
+
+def model_combo(tooltip: str, folders: bool = False) -> tuple[list[str], dict]:
+    """A model loader's COMBO: the built-in demo model first, then the files (or folders) of models/foley;
+    the default is the first of those, or the demo when the folder holds nothing."""
+    from ..demo.bundle import DEMO_MODEL
+
+    found = file_choices(folders)
+    return [DEMO_MODEL, *found], {"default": found[0] if found else DEMO_MODEL,
+                                  "tooltip": f"{tooltip} {DEMO_MODEL}: the small built-in demo model."}
 
 
 # Videos in the input folder -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..pipeline import PRECISIONS, load_foley_model, load_image_encoder, load_synchformer, load_text_encoder, load_vae
-from .common import LOADERS, blame, file_choices, load_model, model_path
+from .common import LOADERS, blame, file_choices, load_model, model_combo, model_path
 
 PLAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 _SHORT_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
@@ -49,8 +49,8 @@ class SyncFoleyModelLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model_name": (file_choices(), {"tooltip": "Checkpoint file in models/foley, e.g. hunyuanvideo_foley.pth "
-                                                       "(XXL) or hunyuanvideo_foley_xl.pth (XL)."}),
+            "model_name": model_combo("Checkpoint file in models/foley, e.g. hunyuanvideo_foley.pth (XXL) or "
+                                      "hunyuanvideo_foley_xl.pth (XL)."),
             "precision": (list(PRECISIONS), {"default": "auto", "tooltip": PRECISION_TOOLTIP}),
         }}
 
@@ -70,7 +70,7 @@ class SyncFoleyVAELoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (file_choices(), {"tooltip": "DAC-VAE checkpoint in models/foley (vae_128d_48k.pth)."}),
+            "vae_name": model_combo("DAC-VAE checkpoint in models/foley (vae_128d_48k.pth)."),
             "precision": (list(PLAIN_PRECISIONS), {"default": "fp32", "tooltip": "fp32 is recommended: the decoder "
                                                    "amplifies low-precision error block by block."}),
         }}
@@ -90,8 +90,8 @@ class SyncFoleySynchformerLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "synchformer_name": (file_choices(), {"tooltip": "Synchformer checkpoint in models/foley "
-                                                             "(synchformer_state_dict.pth, the same file MMAudio uses)."}),
+            "synchformer_name": model_combo("Synchformer checkpoint in models/foley (synchformer_state_dict.pth, "
+                                            "the same file MMAudio uses)."),
             "precision": (list(PRECISIONS), {"default": "fp32", "tooltip": PRECISION_TOOLTIP}),
         }}
 
@@ -112,7 +112,7 @@ class SyncFoleyTextEncoderLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "folder": (file_choices(folders=True), {"tooltip": "Folder in models/foley with the CLAP model."}),
+            "folder": model_combo("Folder in models/foley with the CLAP model.", folders=True),
             "precision": (list(PLAIN_PRECISIONS), {"default": "fp32", "tooltip": "CLAP is small: fp32 costs little."}),
         }}
 
@@ -132,7 +132,7 @@ class SyncFoleyImageEncoderLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "folder": (file_choices(folders=True), {"tooltip": "Folder in models/foley with the SigLIP2 model."}),
+            "folder": model_combo("Folder in models/foley with the SigLIP2 model.", folders=True),
             "precision": (list(PLAIN_PRECISIONS), {"default": "fp32", "tooltip": "SigLIP2 is small: fp32 costs little."}),
         }}
 

@@ -26,12 +26,17 @@ MODEL_PARTS = ("dit", "vae", "synchformer", "clap", "siglip")
 _WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".ckpt")
 
 
-def find_model_files(folder: str | os.PathLike) -> dict[str, Path]:
+def find_model_files(folder: str | os.PathLike) -> dict[str, Path | str]:
     """The five model parts in `folder` (or `folder/foley`), recognised by name: a DiT file with
     'foley' or 'dit' in its name, files with 'vae' and 'synchformer', folders with 'clap' and 'siglip'.
+    `folder` may also be "demo" (the built-in demo model).
 
     Raises FileNotFoundError naming the part that is missing or ambiguous.
     """
+    from ..demo.bundle import DEMO_MODEL
+
+    if str(folder) in ("demo", DEMO_MODEL):  # the built-in demo model: every loader takes its name
+        return {part: DEMO_MODEL for part in MODEL_PARTS}
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder '{folder}' does not exist")

@@ -6,6 +6,9 @@ bf16 on GPUs, fp32 on CPU.
 
 Every loader places the model on `device` but chooses its precision for `compute_device` (default:
 the same), so a model can be loaded straight onto the CPU for a GPU that will run it later.
+
+Every loader also takes "syncfoley-demo" (`demo.bundle.DEMO_MODEL`): the built-in demo model's part.
+The demo encoders (files, not folders) load through the encoder loaders by path too.
 """
 from __future__ import annotations
 
@@ -35,30 +38,54 @@ def resolve_precision(precision: str, device: str | torch.device | None) -> tupl
     return _PLAIN[precision], None
 
 
+def _demo_encoder(path: str | os.PathLike, part: str, kind: str, device):
+    """(path, the demo encoder at it or None): resolves the demo name, reads demo encoder files."""
+    from ..demo.bundle import resolve
+    from ..demo.encoders import demo_encoder_kind, load_demo_encoder
+
+    path = resolve(path, part)
+    return path, (load_demo_encoder(path, kind, device) if demo_encoder_kind(path) else None)
+
+
 def load_foley_model(path: str | os.PathLike, precision: str = "auto", device=None, compute_device=None) -> FoleyDiT:
     """The MM-DiT (XXL, XL or any size of the released layout) from `.pth` or `.safetensors`."""
+    from ..demo.bundle import resolve
+
     dtype, storage = resolve_precision(precision, compute_device or device)
+    path = resolve(path, "dit")
     return FoleyDiT.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
 
 
 def load_vae(path: str | os.PathLike, precision: str = "fp32", device=None, compute_device=None) -> DacVae:
     """The DAC-VAE. fp32 by default: its decoder amplifies low-precision error block by block."""
+    from ..demo.bundle import resolve
+
     dtype, _ = resolve_precision(precision, compute_device or device)
+    path = resolve(path, "vae")
     return DacVae.from_checkpoint(path, dtype=dtype, device=device)
 
 
 def load_synchformer(path: str | os.PathLike, precision: str = "auto", device=None, compute_device=None) -> Synchformer:
     dtype, storage = resolve_precision(precision, compute_device or device)
+    path, demo = _demo_encoder(path, "synchformer", "sync_encoder", device)
+    if demo is not None:
+        return demo
     return Synchformer.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
 
 
 def load_text_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None,
                       compute_device=None) -> ClapTextEncoder:
     dtype, _ = resolve_precision(precision, compute_device or device)
+    folder, demo = _demo_encoder(folder, "clap", "text_encoder", device)
+    if demo is not None:
+        return demo
     return ClapTextEncoder.from_folder(folder, device=device, dtype=dtype)
 
 
 def load_image_encoder(folder: str | os.PathLike, precision: str = "fp32", device=None,
                        compute_device=None) -> Siglip2ImageEncoder:
     dtype, _ = resolve_precision(precision, compute_device or device)
+    folder, demo = _demo_encoder(folder, "siglip", "image_encoder", device)
+    if demo is not None:
+        return demo
     return Siglip2ImageEncoder.from_folder(folder, device=device, dtype=dtype)

@@ -199,3 +199,18 @@ def test_start_past_the_end(tmp_path):
     make_video(path, fps=25, count=10)
     with pytest.raises(MediaError, match=r"brief\.mp4: has no frame at or after the start offset 5\.000 s"):
         sample_video(path, start=5)
+
+
+def test_float_durations_and_starts_mean_the_decimal_written(tmp_path):
+    """3.84 s at 25 fps is 96 frames; the double nearest 3.84 lies just below 96/25."""
+    from fractions import Fraction
+
+    from syncfoley.media.frames import as_seconds
+
+    assert Fraction(3.84) < Fraction(96, 25) and as_seconds(3.84) == Fraction(96, 25)
+    path = tmp_path / "clip.mp4"
+    make_video(path, fps=25, count=125, size=(32, 32))
+    clip = sample_video(path, max_duration=3.84)
+    assert len(clip["synchformer"]) == 96 and clip.duration == Fraction(96, 25)
+    later = sample_video(path, start=0.12, max_duration=1.0)
+    assert later["synchformer"].target_times[0] == Fraction(3, 25)

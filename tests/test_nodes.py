@@ -80,12 +80,13 @@ def test_node_declares_a_well_formed_contract(name, folders):
 
 def test_model_lists_come_from_the_foley_folder_and_survive_empty_folders(folders, tmp_path_factory):
     assert "tiny_dit.safetensors" in NODE_CLASS_MAPPINGS["SyncFoleyModelLoader"].INPUT_TYPES()["required"]["model_name"][0]
-    assert NODE_CLASS_MAPPINGS["SyncFoleyTextEncoderLoader"].INPUT_TYPES()["required"]["folder"][0] == ["clap", "siglip"]
+    assert NODE_CLASS_MAPPINGS["SyncFoleyTextEncoderLoader"].INPUT_TYPES()["required"]["folder"][0] == [
+        "syncfoley-demo", "clap", "siglip"]  # the built-in demo model first
     empty = tmp_path_factory.mktemp("empty")
     configure(models_dir=empty / "models", input_dir=empty / "missing")
     for cls in NODE_CLASS_MAPPINGS.values():
         cls.INPUT_TYPES()  # /object_info must work before any model or video is there
-    assert NODE_CLASS_MAPPINGS["SyncFoleyModelLoader"].INPUT_TYPES()["required"]["model_name"][0] == []
+    assert NODE_CLASS_MAPPINGS["SyncFoleyModelLoader"].INPUT_TYPES()["required"]["model_name"][0] == ["syncfoley-demo"]
 
 
 def test_pack_imports_from_any_folder_name_as_comfyui_does(tmp_path):

@@ -1,0 +1,188 @@
+"""Rebuild the built-in demo model from nothing: `python -m syncfoley.demo.build`.
+
+Steps (each can be run alone with `--only`; later steps reuse what earlier ones left in demo/build/):
+  data      clips of the synthetic world: train (seed 1), validation (seed 2), test (seed 3)
+  encoders  the demo text, image and sync encoders (fixed, weight-light) into demo/weights/
+  vae       the DAC-VAE, from demo/vae.toml (`syncfoley train-vae`)
+  dit       the MM-DiT from scratch, from demo/dit.toml (`syncfoley train`: feature cache, then training)
+  export    the VAE and DiT into demo/weights/, and demo/manifest.json (seeds, losses, times, sizes)
+  sweep     SyncCFG's sync_scale chosen on the validation clips (never the test clips)
+  evaluate  onset F1 / AV-Align of CFG and SyncCFG on the 50 test clips, beside the ground truth and
+            the random-onset baseline (`syncfoley eval-sync`); the table goes into the manifest
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import bundle
+
+HERE = Path(__file__).resolve().parent
+BUILD = HERE / "build"
+MANIFEST = HERE / "manifest.json"
+DATASETS = {"train": (1000, 1), "val": (30, 2), "test": (50, 3)}  # clips, dataset seed
+CLIP = {"duration": 3.84, "fps": 25, "size": (64, 64)}
+SYNC_SCALES = (0.5, 1.0, 2.0, 3.0)
+EVAL_STEPS = 25
+STEPS = ("data", "encoders", "vae", "dit", "export", "sweep", "evaluate")
+
+
+def _manifest() -> dict:
+    return json.loads(MANIFEST.read_text(encoding="utf-8")) if MANIFEST.is_file() else {}
+
+
+def _update(**entries) -> None:
+    manifest = _manifest()
+    manifest.update(entries)
+    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+
+def build_data(log=print) -> dict:
+    from .world import GENERATOR_VERSION, write_dataset
+
+    started = time.perf_counter()
+    for name, (count, seed) in DATASETS.items():
+        folder = BUILD / name
+        done = (folder / "manifest.csv").is_file() and len(list(folder.glob("*.mp4"))) == count
+        if not done:
+            log(f"writing {count} {name} clips (seed {seed})")
+            write_dataset(folder, count, seed, overwrite=True, **CLIP)
+    return {"datasets": {n: {"clips": c, "seed": s, **CLIP, "size": list(CLIP["size"])} for n, (c, s) in DATASETS.items()},
+            "generator_version": GENERATOR_VERSION, "data_seconds": round(time.perf_counter() - started, 1)}
+
+
+def build_encoders() -> None:
+    from .encoders import DemoImageEncoder, DemoSyncEncoder, DemoTextEncoder, save_demo_encoder
+
+    bundle.WEIGHTS.mkdir(parents=True, exist_ok=True)
+    save_demo_encoder(DemoTextEncoder.create(dim=64, seed=0), bundle.WEIGHTS / bundle.FILES["clap"])
+    save_demo_encoder(DemoImageEncoder.create(), bundle.WEIGHTS / bundle.FILES["siglip"])
+    save_demo_encoder(DemoSyncEncoder.create(), bundle.WEIGHTS / bundle.FILES["synchformer"])
+
+
+def build_vae(log=print) -> dict:
+    from ..training.vae import load_vae_config, train_vae
+
+    result = train_vae(load_vae_config(HERE / "vae.toml"), log=log)
+    return {"vae": {"steps": result.steps, "seconds": round(result.seconds, 1),
+                    "final": {k: round(v, 4) for k, v in result.final.items() if k != "step"},
+                    "latent_scale": round(result.latent_scale, 5)}}
+
+
+def build_dit(log=print) -> dict:
+    from ..training.config import load_config
+    from ..training.run import ensure_cache
+    from ..training.trainer import Trainer
+
+    config = load_config(HERE / "dit.toml")
+    shutil.rmtree(config.output_dir / "checkpoints", ignore_errors=True)  # a rebuild starts from scratch
+    started = time.perf_counter()
+    index = ensure_cache(config, log=log)
+    cache_seconds = time.perf_counter() - started
+    trainer = Trainer(config, log=log)
+    result = trainer.train()
+    held = trainer.evaluate(repeats=2)
+    last = result.history[-25:]
+    mean = {k: sum(getattr(s, k) for s in last) / len(last) for k in ("loss", "flow", "repa")}
+    return {"dit": {"steps": result.steps, "seconds": round(result.seconds, 1), "cache_seconds": round(cache_seconds, 1),
+                    "clips": len(index["clips"]), "final_last25": {k: round(v, 4) for k, v in mean.items()},
+                    "flow_eval_no_dropout": round(held, 4), "parameters": sum(p.numel() for p in trainer.dit.parameters()),
+                    "config": trainer.dit.config.to_dict()}}
+
+
+def export() -> dict:
+    shutil.copyfile(BUILD / "vae" / "demo_vae.safetensors", bundle.WEIGHTS / bundle.FILES["vae"])
+    shutil.copyfile(BUILD / "dit" / "demo_dit.safetensors", bundle.WEIGHTS / bundle.FILES["dit"])
+    sizes = {part: (bundle.WEIGHTS / name).stat().st_size for part, name in bundle.FILES.items()}
+    return {"files": bundle.FILES, "bytes": sizes, "total_bytes": sum(sizes.values()),
+            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+
+
+def _evaluate(data: Path, guidances: dict, clips: int | None = None, ground_truth: bool = True) -> dict:
+    """eval-sync's report for the demo model under each named guidance."""
+    from ..evaluation.sync_eval import evaluate, ground_truth_source, load_held_out
+    from ..pipeline import FoleyPipeline
+    from ..sampling.generate import SamplingOptions
+
+    pipeline = FoleyPipeline(bundle.demo_models(device="cpu"), device="cpu")
+    options = SamplingOptions(steps=EVAL_STEPS, seed=0)
+    cache: dict = {}
+
+    def features(clip):
+        if clip.stem not in cache:
+            cache.clear()
+            cache[clip.stem] = (pipeline.encode_text(clip.caption), pipeline.encode_video(str(clip.video)))
+        return cache[clip.stem]
+
+    def source(guidance):
+        def generate(clip):
+            text, visual = features(clip)
+            waveform, rate = pipeline.decode(pipeline.sample(text, visual, guidance, options), visual.duration)
+            return waveform[0], rate
+        return generate
+
+    sources = {"ground truth": ground_truth_source} if ground_truth else {}
+    sources.update({name: source(g) for name, g in guidances.items()})
+    return evaluate(load_held_out(data, clips), sources)
+
+
+def sweep(log=print) -> dict:
+    from ..sampling.guidance import CFG, SyncCFG
+
+    guidances = {"cfg": CFG(4.5), **{f"synccfg {s:g}": SyncCFG(4.5, s) for s in SYNC_SCALES}}
+    report = _evaluate(BUILD / "val", guidances, ground_truth=False)
+    f1 = {name: round(s["onset"]["f1"], 4) for name, s in report["sources"].items()}
+    best = max(SYNC_SCALES, key=lambda s: f1[f"synccfg {s:g}"])
+    log(f"validation onset F1: {f1}; sync_scale {best:g} chosen")
+    return {"sync_scale_sweep": {"data": "val (seed 2)", "f1": f1, "chosen": best}}
+
+
+def evaluate_test(log=print) -> dict:
+    from ..evaluation.sync_eval import format_table
+    from ..sampling.guidance import CFG, SyncCFG
+
+    scale = _manifest().get("sync_scale_sweep", {}).get("chosen", 1.0)
+    started = time.perf_counter()
+    report = _evaluate(BUILD / "test", {"cfg": CFG(4.5), "synccfg": SyncCFG(4.5, scale)})
+    table = format_table(report)
+    log(table)
+    (BUILD / "test_eval.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    summary = {name: {"f1": round(s["onset"]["f1"], 4), "precision": round(s["onset"]["precision"], 4),
+                      "recall": round(s["onset"]["recall"], 4), "shifted_f1": round(s["shifted"]["f1"], 4),
+                      "av_align": round(s["av_align"], 4)} for name, s in report["sources"].items()}
+    return {"evaluation": {"data": "test (seed 3)", "clips": report["clips"], "steps": EVAL_STEPS, "cfg_scale": 4.5,
+                           "sync_scale": scale, "summary": summary, "table": table.splitlines(),
+                           "seconds": round(time.perf_counter() - started, 1)}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m syncfoley.demo.build", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=STEPS, help="run these steps only (default: all, in order)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    steps = args.only or STEPS
+    for step in STEPS:
+        if step not in steps:
+            continue
+        started = time.perf_counter()
+        print(f"== {step}", flush=True)
+        entries = {"data": build_data, "vae": build_vae, "dit": build_dit, "sweep": sweep,
+                   "evaluate": evaluate_test}.get(step)
+        if step == "encoders":
+            build_encoders()
+        elif step == "export":
+            _update(**export())
+        else:
+            _update(**entries(log=lambda m: print(m, flush=True)))
+        _update(**{f"{step}_wall_seconds": round(time.perf_counter() - started, 1)})
+
+
+if __name__ == "__main__":
+    main()

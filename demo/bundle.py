@@ -1,0 +1,48 @@
+"""The built-in demo model: five small files in `demo/weights/`, chosen by the name "syncfoley-demo".
+
+Every loader (`pipeline.loaders`, the loader nodes, `FoleyModels`) accepts `DEMO_MODEL` in place of a
+file or folder and loads the demo's part; the demo encoder files also load by path. The weights are
+built by `python -m syncfoley.demo.build` (data, VAE and DiT training from the recipes in `demo/`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEMO_MODEL = "syncfoley-demo"
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+FILES = {
+    "dit": "demo_dit.safetensors",
+    "vae": "demo_vae.safetensors",
+    "synchformer": "demo_synchformer.safetensors",
+    "clap": "demo_clap.safetensors",
+    "siglip": "demo_siglip.safetensors",
+}
+
+
+def is_demo(name: str | os.PathLike | None) -> bool:
+    return name is not None and str(name) == DEMO_MODEL
+
+
+def demo_file(part: str) -> Path:
+    """The shipped file of a demo part ("dit", "vae", "synchformer", "clap", "siglip")."""
+    try:
+        path = WEIGHTS / FILES[part]
+    except KeyError:
+        raise ValueError(f"unknown demo part '{part}'; parts: {', '.join(FILES)}") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"the demo model's {part} ({path}) is missing from this installation; rebuild it "
+                                "with `python -m syncfoley.demo.build` or reinstall the package")
+    return path
+
+
+def resolve(name: str | os.PathLike, part: str) -> str | os.PathLike:
+    """`name`, or the demo part's file when `name` is `DEMO_MODEL`."""
+    return demo_file(part) if is_demo(name) else name
+
+
+def demo_models(device=None, precision: str = "auto"):
+    """The demo's `FoleyModels` bundle."""
+    from ..pipeline.foley import FoleyModels
+
+    return FoleyModels.from_folder(DEMO_MODEL, precision=precision, device=device)
