@@ -64,6 +64,20 @@ def check_output_path(path: PathLike, extensions: Iterable[str], *, overwrite: b
     return path
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (threads may be writing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on failure delete it.
@@ -84,6 +98,7 @@ def atomic_output(path: PathLike, *, overwrite: bool) -> Iterator[Path]:
         yield temp_path
         if path.exists() and not overwrite:
             raise MediaError(path, "output file appeared while writing", "pass overwrite=True or choose another name")
+        os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(temp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):

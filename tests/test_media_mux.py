@@ -199,3 +199,14 @@ def test_outputs_pass_ffprobe(tmp_path, source):
                                 capture_output=True, text=True)
         assert result.returncode == 0 and result.stderr == "", result.stderr
         assert result.stdout.count("[STREAM]") == (3 if output.name == "a.mp4" else 2)
+
+
+def test_outputs_get_the_usual_file_permissions(tmp_path):
+    import os
+
+    from syncfoley.media import save_audio
+
+    path = save_audio(tmp_path / "tone.wav", torch.zeros(1, 4800), 48000)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
