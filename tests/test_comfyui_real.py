@@ -28,8 +28,6 @@ from pathlib import Path
 
 import av
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from syncfoley import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
@@ -105,20 +103,9 @@ def _free_port() -> int:
 
 def _write_base(base: Path, tiny_models: dict) -> None:
     """The layout a user has: models/foley with the files the workflows name, input/ with the videos."""
-    from media_fixtures import make_video
-    from test_nodes_workflows import _write_tiny_lora
+    from tiny_models import write_user_layout
 
-    foley = base / "models" / "foley"
-    foley.mkdir(parents=True)
-    torch.save(load_file(str(tiny_models["dit"])), foley / "hunyuanvideo_foley_xl.pth")
-    torch.save(load_file(str(tiny_models["vae"])), foley / "vae_128d_48k.pth")
-    shutil.copy(tiny_models["synchformer"], foley / "synchformer_state_dict.pth")
-    shutil.copytree(tiny_models["clap"], foley / "clap")
-    shutil.copytree(tiny_models["siglip"], foley / "siglip2")
-    _write_tiny_lora(foley / "foley_lora.safetensors", foley / "hunyuanvideo_foley_xl.pth")
-    (base / "input").mkdir()
-    make_video(base / "input" / "example.mp4", fps=25, count=50, size=(64, 48), audio_seconds=2.0)
-    make_video(base / "input" / "long_example.mp4", fps=25, count=100, size=(64, 48))
+    write_user_layout(base, tiny_models)
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO_ROOT, target_is_directory=True)
 

@@ -9,14 +9,12 @@ in ComfyUI, regenerate its twin with:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import av
 import pytest
-import torch
 from media_fixtures import make_video
-from safetensors.torch import load_file
+from tiny_models import write_user_layout
 
 from syncfoley import NODE_CLASS_MAPPINGS
 from syncfoley.nodes import host as host_module
@@ -68,38 +66,11 @@ def test_ui_file_is_a_well_formed_comfyui_graph(name):
 @pytest.fixture(scope="module")
 def workspace(tiny_models, tmp_path_factory):
     """The tiny models under the names the workflows use, the example videos, and a fresh output folder."""
-    root = tmp_path_factory.mktemp("workspace")
-    foley = root / "models" / "foley"
-    foley.mkdir(parents=True)
-    torch.save(load_file(str(tiny_models["dit"])), foley / "hunyuanvideo_foley_xl.pth")
-    torch.save(load_file(str(tiny_models["vae"])), foley / "vae_128d_48k.pth")
-    shutil.copy(tiny_models["synchformer"], foley / "synchformer_state_dict.pth")
-    shutil.copytree(tiny_models["clap"], foley / "clap")
-    shutil.copytree(tiny_models["siglip"], foley / "siglip2")
-    _write_tiny_lora(foley / "foley_lora.safetensors", foley / "hunyuanvideo_foley_xl.pth")
-    (root / "input").mkdir()
-    make_video(root / "input" / "example.mp4", fps=25, count=50, size=(64, 48), audio_seconds=2.0)
-    make_video(root / "input" / "long_example.mp4", fps=25, count=100, size=(64, 48))
+    root = write_user_layout(tmp_path_factory.mktemp("workspace"), tiny_models)
     saved = {k: getattr(host_module._HOST, k) for k in ("input_dir", "output_dir", "models_dir", "device")}
     configure(models_dir=root / "models", input_dir=root / "input", output_dir=root / "output", device="cpu")
     yield root
     configure(**saved)
-
-
-def _write_tiny_lora(path: Path, base: Path) -> None:
-    """A rank-2 LoRA on the tiny model's first two matrix layers, written by the training side's writer."""
-    from syncfoley.models.dit import FoleyDiT
-    from syncfoley.models.lora import save_lora
-
-    model = FoleyDiT.from_checkpoint(base)
-    generator = torch.Generator().manual_seed(0)
-    factors = {}
-    for module_name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and len(factors) < 2:
-            factors[module_name] = (torch.randn(2, weight.shape[1], generator=generator) * 0.1,
-                                    torch.randn(weight.shape[0], 2, generator=generator) * 0.1)
-    save_lora(path, factors, alpha=2.0)
 
 
 def _fast(prompt: dict) -> list[Override]:

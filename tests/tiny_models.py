@@ -6,6 +6,7 @@ Synchformer width -> sync_dim, VAE latent -> DiT latent) at a size that runs in 
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -45,3 +46,39 @@ def write_tiny_models(models_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     write_tiny_clap(foley / FILES["clap"], seed=seed)
     write_tiny_siglip(foley / FILES["siglip"], image_size=32, seed=seed)
     return {name: foley / file for name, file in FILES.items()}
+
+
+def write_tiny_lora(path: str | Path, base: str | Path) -> None:
+    """A rank-2 LoRA on the tiny model's first two matrix layers, written by the training side's writer."""
+    from syncfoley.models.lora import save_lora
+
+    model = FoleyDiT.from_checkpoint(base)
+    generator = torch.Generator().manual_seed(0)
+    factors = {}
+    for module_name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and len(factors) < 2:
+            factors[module_name] = (torch.randn(2, weight.shape[1], generator=generator) * 0.1,
+                                    torch.randn(weight.shape[0], 2, generator=generator) * 0.1)
+    save_lora(path, factors, alpha=2.0)
+
+
+def write_user_layout(root: str | Path, tiny_models: dict[str, Path]) -> Path:
+    """What the workflows expect to find: `models/foley` holding the tiny set under the release's file
+    names (plus a LoRA), and `input/` holding the example videos. Returns `root`."""
+    from media_fixtures import make_video
+    from safetensors.torch import load_file
+
+    root = Path(root)
+    foley = root / "models" / "foley"
+    foley.mkdir(parents=True)
+    torch.save(load_file(str(tiny_models["dit"])), foley / "hunyuanvideo_foley_xl.pth")
+    torch.save(load_file(str(tiny_models["vae"])), foley / "vae_128d_48k.pth")
+    shutil.copy(tiny_models["synchformer"], foley / "synchformer_state_dict.pth")
+    shutil.copytree(tiny_models["clap"], foley / "clap")
+    shutil.copytree(tiny_models["siglip"], foley / "siglip2")
+    write_tiny_lora(foley / "foley_lora.safetensors", foley / "hunyuanvideo_foley_xl.pth")
+    (root / "input").mkdir()
+    make_video(root / "input" / "example.mp4", fps=25, count=50, size=(64, 48), audio_seconds=2.0)
+    make_video(root / "input" / "long_example.mp4", fps=25, count=100, size=(64, 48))
+    return root

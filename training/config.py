@@ -290,24 +290,30 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, table: dict, base_dir: str | os.PathLike | None = None, source: str = "recipe") -> "TrainConfig":
         """Build from a parsed recipe; relative paths are resolved against `base_dir`."""
-        try:
-            sections = {}
-            top = {}
-            for key, value in table.items():
-                if key in SECTIONS:
-                    if not isinstance(value, dict):
-                        raise ConfigError(f"[{key}] must be a table, got {type(value).__name__}")
-                    sections[key] = _build(SECTIONS[key], value, f"[{key}]", base_dir)
-                elif key in ("name", "output", "mode"):
-                    _check(isinstance(value, str), key, f"must be a string, got {value!r}")
-                    top[key] = value
-                else:
-                    raise ConfigError(f"unknown key '{key}'; known: {', '.join([*SECTIONS, 'name', 'output', 'mode'])}")
-            if base_dir is not None:  # the run folder is relative to the recipe, like every path
-                top["output"] = str(Path(base_dir) / top.get("output", f"runs/{top.get('name', cls.name)}"))
-            return cls(**sections, **top).validate()
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        return recipe_from_dict(cls, SECTIONS, ("name", "output", "mode"), table, base_dir, source)
+
+
+def recipe_from_dict(cls, sections: dict, top_keys: tuple[str, ...], table: dict,
+                     base_dir: str | os.PathLike | None, source: str):
+    """A recipe dataclass from a parsed table: each `[section]` built and checked by its dataclass,
+    the top-level string keys copied, and `output` made relative to the recipe like every path."""
+    try:
+        built, top = {}, {}
+        for key, value in table.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"[{key}] must be a table, got {type(value).__name__}")
+                built[key] = _build(sections[key], value, f"[{key}]", base_dir)
+            elif key in top_keys:
+                _check(isinstance(value, str), key, f"must be a string, got {value!r}")
+                top[key] = value
+            else:
+                raise ConfigError(f"unknown key '{key}'; known: {', '.join([*sections, *top_keys])}")
+        if base_dir is not None:
+            top["output"] = str(Path(base_dir) / top.get("output", f"runs/{top.get('name', cls.name)}"))
+        return cls(**built, **top).validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _build(cls, table: dict, section: str, base_dir) -> Any:
@@ -345,8 +351,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-def load_config(path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
-    """Read a recipe (`.toml`, or `.json` with the same structure); `overrides` are merged per section."""
+def read_recipe(path: str | os.PathLike, overrides: dict | None = None) -> tuple[dict, Path]:
+    """Parse a recipe file (`.toml`, or `.json` with the same structure) and merge `overrides` per
+    section; returns the table and the folder relative paths are read from."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe '{path}' not found")
@@ -360,4 +367,10 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Train
             table.setdefault(key, {}).update(value)
         else:
             table[key] = value
-    return TrainConfig.from_dict(table, base_dir=path.parent, source=str(path))
+    return table, path.parent
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
+    """Read a training recipe; `overrides` are merged per section."""
+    table, base_dir = read_recipe(path, overrides)
+    return TrainConfig.from_dict(table, base_dir=base_dir, source=str(path))

@@ -47,7 +47,6 @@ import json
 import math
 import os
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -55,7 +54,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, _build, _path
+from .config import ConfigError, _path, read_recipe, recipe_from_dict
 
 
 @dataclass
@@ -158,31 +157,8 @@ class VaeTrainConfig:
 
 def load_vae_config(path: str | os.PathLike, overrides: dict | None = None) -> VaeTrainConfig:
     """Read a VAE recipe; relative paths are relative to the recipe file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe '{path}' not found")
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict):
-            table.setdefault(key, {}).update(value)
-        else:
-            table[key] = value
-    try:
-        sections, top = {}, {}
-        for key, value in table.items():
-            if key in SECTIONS and isinstance(value, dict):
-                sections[key] = _build(SECTIONS[key], value, f"[{key}]", path.parent)
-            elif key in ("name", "output") and isinstance(value, str):
-                top[key] = value
-            else:
-                raise ConfigError(f"unknown or malformed key '{key}'; known: {', '.join([*SECTIONS, 'name', 'output'])}")
-        top["output"] = str(path.parent / top.get("output", f"runs/{top.get('name', 'vae')}"))
-        return VaeTrainConfig(**sections, **top).validate()
-    except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+    table, base_dir = read_recipe(path, overrides)
+    return recipe_from_dict(VaeTrainConfig, SECTIONS, ("name", "output"), table, base_dir, str(path))
 
 
 # Losses ---------------------------------------------------------------------------------------------
