@@ -128,7 +128,7 @@ def find_video(video: str, path: str = "") -> Path:
         return candidate
     available = input_videos()
     listing = f"available: {', '.join(available)}" if available else "that folder has no video files"
-    raise input_error("video", f"no file '{video}' in the input folder {host().get_input_dir()}; {listing}",
+    raise input_error("video", f"no file '{video}' in the input folder '{host().get_input_dir().resolve()}'; {listing}",
                       FileNotFoundError)
 
 

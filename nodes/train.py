@@ -193,7 +193,7 @@ class TrainFoleyLoRA:
             return candidate
         inside = host().get_input_dir() / candidate
         if not inside.is_dir():
-            raise FileNotFoundError(f"dataset folder '{dataset}' not found in the input folder {host().get_input_dir()}; "
+            raise FileNotFoundError(f"dataset folder '{dataset}' not found in the input folder '{host().get_input_dir().resolve()}'; "
                                     "give a folder name there or an absolute path")
         return inside
 
