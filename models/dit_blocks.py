@@ -16,6 +16,7 @@ from .layers import (
     RMSNorm,
     apply_rope,
     attention,
+    conv_tokens,
     layer_norm,
     modulate,
     nearest_exact_index,
@@ -96,7 +97,6 @@ class TripleStreamBlock(nn.Module):
     def forward(self, audio, visual, vec, text_kv, rope: RopeTables):
         a_mod = self.audio_mod(vec)
         v_mod = self.v_cond_mod(vec)
-        audio_len = audio.shape[1]
 
         # 1. Joint self-attention over [visual, audio].
         qa, ka, va = self._self_qkv(audio, a_mod[0:2], self.audio_self_attn_qkv,
@@ -106,8 +106,8 @@ class TripleStreamBlock(nn.Module):
         qa, ka = apply_rope(qa, rope.audio_self), apply_rope(ka, rope.audio_self)
         qv = apply_rope(qv.index_select(1, rope.visual_index), rope.visual_self)
         kv = apply_rope(kv.index_select(1, rope.visual_index), rope.visual_self)
-        out = attention(torch.cat((qv, qa), 1), torch.cat((kv, ka), 1), torch.cat((vv, va), 1))
-        out_v, out_a = out[:, :-audio_len], out[:, -audio_len:]
+        streams = [visual.shape[1], audio.shape[1]]
+        out_v, out_a = attention(torch.cat((qv, qa), 1), torch.cat((kv, ka), 1), torch.cat((vv, va), 1), streams)
         audio = audio + self.audio_self_proj(out_a) * a_mod[2]
         visual = visual + self.v_cond_self_proj(out_v) * v_mod[2]
 
@@ -117,8 +117,7 @@ class TripleStreamBlock(nn.Module):
         qa = apply_rope(self.audio_cross_q_norm(qa), rope.audio)
         qv = apply_rope(self.v_cond_cross_q_norm(qv), rope.visual)
         text_k, text_v = text_kv
-        out = attention(torch.cat((qv, qa), 1), text_k, text_v)
-        out_v, out_a = out[:, :-audio_len], out[:, -audio_len:]
+        out_v, out_a = attention(torch.cat((qv, qa), 1), text_k, text_v, streams)
         audio = audio + self.audio_cross_proj(out_a) * a_mod[5]
         visual = visual + self.v_cond_cross_proj(out_v) * v_mod[5]
 
@@ -157,7 +156,7 @@ class SingleStreamBlock(nn.Module):
         k = apply_rope(self.k_norm(k), rope_audio)
         # v has a channel stride of 3 here; fused attention kernels need unit stride.
         out = attention(q, k, v.contiguous())
-        x = x + self.linear1(out.transpose(1, 2)).transpose(1, 2) * gate1
+        x = x + conv_tokens(self.linear1, out) * gate1
         return x + self.linear2(modulate(layer_norm(x, 1e-5), shift2, scale2)) * gate2
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import CastOps, cast_to
+from .ops import CastOps, TokenConv1d, cast_to
 
 
 class RMSNorm(nn.Module):
@@ -83,6 +83,13 @@ def conv_swiglu_width(dim: int, mlp_ratio: float = 4.0, multiple_of: int = 256) 
     return multiple_of * math.ceil(hidden / multiple_of)
 
 
+def conv_tokens(conv: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Apply a Conv1d (any operations' Conv1d) to channel-last tokens `[B, L, C]`."""
+    if isinstance(conv, TokenConv1d):
+        return conv.forward_tokens(tokens)
+    return conv(tokens.transpose(1, 2)).transpose(1, 2)
+
+
 class ConvSwiGLU(nn.Module):
     """SwiGLU whose three projections are Conv1d over the token axis; tokens come channel-last."""
 
@@ -96,19 +103,12 @@ class ConvSwiGLU(nn.Module):
         self.w3 = layer(dim, hidden, **conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.transpose(1, 2)
-        return self.w2(F.silu(self.w1(x)) * self.w3(x)).transpose(1, 2)
-
-
-class ChannelLastConv1d(nn.Module):
-    """A Conv1d applied to `[B, L, C]` tokens (the single blocks' attention output projection)."""
-
-    def __init__(self, dim: int, out: int, kernel_size: int, operations=CastOps, device=None, dtype=None):
-        super().__init__()
-        self.conv = operations.Conv1d(dim, out, kernel_size, padding=kernel_size // 2, device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+        if all(isinstance(w, TokenConv1d) and w.is_matrix_product for w in (self.w1, self.w3)):
+            columns = self.w1.columns(x)  # w1 and w3 see the same receptive fields
+            hidden = F.silu(self.w1.from_columns(columns)) * self.w3.from_columns(columns)
+        else:
+            hidden = F.silu(conv_tokens(self.w1, x)) * conv_tokens(self.w3, x)
+        return conv_tokens(self.w2, hidden)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +150,15 @@ def nearest_exact_index(src_len: int, dst_len: int, device=None) -> torch.Tensor
     return F.interpolate(source, size=dst_len, mode="nearest-exact").view(dst_len).long()
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Scaled dot-product attention on `[B, L, H, D]` tensors, returning `[B, L, H*D]`."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: list[int] | None = None):
+    """Scaled dot-product attention on `[B, L, H, D]` tensors, returning `[B, L, H*D]`.
+
+    With `split` (query lengths per stream) it returns one contiguous `[B, L_i, H*D]` tensor per
+    stream: a slice along L of a batched tensor is not a matrix view, and a Linear on it falls back
+    to a batched matmul with an expanded weight, at half the speed on CPUs.
+    """
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2).flatten(2)
+    if split is None:
+        return out.transpose(1, 2).flatten(2)
+    # The kernels may return [B, L, H, D] memory behind the [B, H, L, D] view, so copy explicitly.
+    return tuple(part.transpose(1, 2).flatten(2).contiguous() for part in out.split(split, dim=2))

@@ -38,18 +38,35 @@ class TokenConv1d(Conv1d):
     For the DiT's kernel-3, stride-1 convolutions over a few hundred tokens and thousands of channels
     this is faster on CPUs than the direct convolution, and it is exactly the same function: the
     input's K shifted copies are laid out [c, k] like the weight `[out, in, k]`, so the weight is
-    used as a `[out, in * k]` view. Contract and parameters are those of `nn.Conv1d`.
+    used as a `[out, in * k]` view. Contract and parameters are those of `nn.Conv1d`; the DiT calls
+    `forward_tokens` on channel-last tokens, and two convolutions of one input can share `columns`.
     """
 
+    @property
+    def is_matrix_product(self) -> bool:
+        return (self.kernel_size[0] > 1 and self.stride == (1,) and self.dilation == (1,) and self.groups == 1
+                and not isinstance(self.padding, str))
+
+    def columns(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`[B, L, C]` tokens -> `[B, L_out, C * k]`: each output position's receptive field."""
+        k, pad = self.kernel_size[0], self.padding[0]
+        length = tokens.shape[1] + 2 * pad - k + 1
+        padded = F.pad(tokens, (0, 0, pad, pad))
+        return torch.stack([padded[:, i:i + length] for i in range(k)], dim=-1).flatten(2)
+
+    def from_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        return F.linear(columns, cast_to(self.weight, columns).flatten(1), cast_to(self.bias, columns))
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The convolution of channel-last tokens `[B, L, C]`, returned channel-last."""
+        if not self.is_matrix_product:
+            return super().forward(tokens.transpose(1, 2)).transpose(1, 2)
+        return self.from_columns(self.columns(tokens))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_size[0]
-        if k == 1 or self.stride != (1,) or self.dilation != (1,) or self.groups != 1 or isinstance(self.padding, str):
+        if not self.is_matrix_product:
             return super().forward(x)
-        weight, bias = cast_to(self.weight, x), cast_to(self.bias, x)
-        length = x.shape[-1] + 2 * self.padding[0] - k + 1
-        padded = F.pad(x.transpose(1, 2), (0, 0, self.padding[0], self.padding[0]))  # [B, L + 2p, C]
-        columns = torch.stack([padded[:, i:i + length] for i in range(k)], dim=-1).flatten(2)  # [B, L, C*k]
-        return F.linear(columns, weight.flatten(1), bias).transpose(1, 2)
+        return self.forward_tokens(x.transpose(1, 2)).transpose(1, 2)
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):

@@ -14,6 +14,7 @@ import torch
 
 from ..models import dit_config
 from ..models.dit import FoleyDiT, parameter_count
+from ..models.ops import set_precision, stored_bytes
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, prepare_velocity
 from ..sampling.guidance import CFG, SyncCFG
@@ -25,24 +26,23 @@ FP8 = {"fp8_e4m3fn": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 
 def random_dit(config_name: str, blocks: str | None = None, dtype=torch.float32, device="cpu",
                weight_dtype: str | None = None, seed: int = 0) -> FoleyDiT:
-    """A FoleyDiT of a named size with small random weights, built without a second copy."""
+    """A FoleyDiT of a named size with small random weights, allocated once in its final dtypes
+    (an XXL model in bf16 never passes through fp32, so it builds wherever it will run)."""
     config = dit_config.named(config_name)
     if blocks:
         triple, single = (int(n) for n in blocks.split(","))
         config = replace(config, triple_blocks=triple, single_blocks=single)
     with torch.device("meta"):
         model = FoleyDiT(config)
+    set_precision(model, dtype, getattr(torch, FP8[weight_dtype]) if weight_dtype else None)
     model.to_empty(device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            scale = 0.02 if param.ndim > 1 else 0.0
-            param.normal_(0, scale, generator=generator) if scale else param.fill_(1.0 if "norm" in name else 0.0)
-    model.to(dtype)
-    if weight_dtype:
-        from ..models.ops import store_weights
-
-        store_weights(model, getattr(torch, FP8[weight_dtype]))
+            if param.ndim > 1:  # drawn in fp32 on the CPU one tensor at a time: fp8 has no normal_
+                param.copy_(torch.randn(param.shape, generator=generator).mul_(0.02))
+            else:
+                param.fill_(1.0 if "norm" in name else 0.0)
     return model.eval().requires_grad_(False)
 
 
@@ -129,10 +129,12 @@ def run(args: argparse.Namespace) -> list[dict]:
         torch.set_num_threads(args.threads)
     if args.what == "e2e":
         return run_end_to_end(args)
+    if args.what == "reference":
+        return run_reference(args)
     model = random_dit(args.config, args.blocks, DTYPES[args.dtype], args.device, args.weight_dtype)
     common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "params_m":
               parameter_count(model) / 1e6, "dtype": args.dtype + (f"/{args.weight_dtype}" if args.weight_dtype else ""),
-              "device": args.device, "seconds": args.seconds}
+              "device": args.device, "seconds": args.seconds, "weights_mib": stored_bytes(model) / 2**20}
     rows = []
     if args.what in ("dit", "all"):
         rows.append({**common, "measure": "dit forward", **bench_dit(model, args.seconds, args.batch, args.repeats)})
@@ -141,7 +143,10 @@ def run(args: argparse.Namespace) -> list[dict]:
             for batched in (True, False):
                 result = bench_step(model, args.seconds, guidance, batched, args.repeats)
                 rows.append({**common, "measure": f"step {name} {'batched' if batched else 'sequential'}", **result})
-    columns = ["measure", "config", "params_m", "dtype", "device", "seconds", "forward_s", "step_s", "peak_mib"]
+    for row in rows:  # what the device must hold: the stored weights plus the step's working memory
+        row["total_mib"] = row["weights_mib"] + row["peak_mib"]
+    columns = ["measure", "config", "params_m", "dtype", "device", "seconds", "forward_s", "step_s", "weights_mib",
+               "peak_mib", "total_mib"]
     print(_table(rows, columns))
     if args.json:
         with open(args.json, "w") as f:
@@ -168,10 +173,33 @@ def run_end_to_end(args: argparse.Namespace) -> list[dict]:
     return [row]
 
 
+def run_reference(args: argparse.Namespace) -> list[dict]:
+    from .reference import ReferenceError, side_by_side
+
+    if not args.reference_src:
+        raise SystemExit("bench reference: give --reference-src DIR (a clone of Tencent-Hunyuan/HunyuanVideo-Foley)")
+    try:
+        rows = side_by_side(args.config, args.blocks, args.seconds, DTYPES[args.dtype], args.device, args.repeats,
+                            args.reference_src)
+    except ReferenceError as error:
+        raise SystemExit(f"bench reference: {error}") from None
+    common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "dtype": args.dtype,
+              "device": args.device, "seconds": args.seconds, "threads": torch.get_num_threads()}
+    rows = [{**common, **row} for row in rows]
+    columns = ["implementation", "config", "dtype", "device", "seconds", "threads", "forward_s", "steps_per_s",
+               "speedup", "peak_mib", "rel_diff"]
+    print(_table(rows, columns))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return rows
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="time the DiT and sampling steps; print a table (and JSON)")
-    p.add_argument("what", nargs="?", choices=["dit", "sampling", "all", "e2e"], default="all",
-                   help="dit: one forward; sampling: one guided step; e2e: a whole clip with real models")
+    p.add_argument("what", nargs="?", choices=["dit", "sampling", "all", "e2e", "reference"],
+                   default="all", help="dit: one forward; sampling: one guided step; e2e: a whole clip with real "
+                   "models; reference: our DiT next to the public implementation (--reference-src)")
     p.add_argument("--config", default="tiny", choices=sorted(dit_config.NAMED_CONFIGS))
     p.add_argument("--blocks", help="triple,single block counts (e.g. 1,1 for one XL-sized block each)")
     p.add_argument("--seconds", type=float, default=8.0, help="clip duration (default 8)")
@@ -182,6 +210,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--reference-src", help="reference: a clone of github.com/Tencent-Hunyuan/HunyuanVideo-Foley")
     e2e = p.add_argument_group("e2e (a whole clip through the pipeline)")
     e2e.add_argument("--models", help="model folder (DiT, VAE, Synchformer files; CLAP, SigLIP2 folders)")
     e2e.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16, fp8_e4m3fn, fp8_e5m2")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import random_text_features, random_visual_features
 
 from syncfoley.sampling.features import TextFeatures
@@ -143,3 +144,45 @@ def test_text_to_audio_needs_a_duration(parity_dit):
         generate_latents(parity_dit, text, None, CFG(), SamplingOptions(steps=1))
     latents = generate_latents(parity_dit, text, None, CFG(), SamplingOptions(steps=1), duration=1.0)
     assert latents.shape == (1, 128, 50) and torch.isfinite(latents).all()
+
+
+class HostReads(TorchDispatchMode):
+    """Records ops that read tensor values back to the host: on a GPU each one stalls the stream."""
+
+    READS = {"aten::_local_scalar_dense", "aten::equal", "aten::is_nonzero", "aten::nonzero", "aten::masked_select",
+             "aten::_unique2", "aten::unique_consecutive", "aten::unique_dim"}
+
+    def __init__(self):
+        super().__init__()
+        self.step, self.reads = None, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.READS:
+            self.reads.append((self.step, func._schema.name))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_host_read_spy_sees_item():
+    with HostReads() as spy:
+        torch.ones(2).sum().item()
+    assert spy.reads == [(None, "aten::_local_scalar_dense")]
+
+
+@pytest.mark.parametrize("sampler, guidance, window", [
+    ("euler", CFG(4.5), None), ("heun", SyncCFG(4.5, 1.0), None), ("dpmpp_2m", CFG(4.5), 1.0),
+    ("rk4", SyncCFG(4.5, 0.5), 1.0),
+])
+def test_sampling_steps_never_read_back_to_the_host(parity_dit, conditions, sampler, guidance, window):
+    text, visual = conditions
+    options = SamplingOptions(steps=4, sampler=sampler, takes=2, window_seconds=window, overlap_seconds=0.5,
+                              batched_guidance=sampler != "heun")
+    spy = HostReads()
+
+    def callback(info):
+        spy.step = info["i"] + 1  # what runs from here on belongs to the next step
+
+    with spy:
+        generate_latents(parity_dit, text, visual, guidance, options, callback=callback)
+    assert spy.step == 4
+    # Reads while preparing (before step 1's callback) are allowed; none may happen between steps.
+    assert [read for read in spy.reads if read[0] is not None] == []

@@ -1,0 +1,104 @@
+"""`syncfoley bench`: its rows measure the model they name, and the side-by-side harness runs a
+reference checkout on our own tensors."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from syncfoley.cli import main
+from syncfoley.perf.bench import random_dit
+from syncfoley.perf.reference import ReferenceError, build_reference
+
+# A stand-in for the public source tree: the layout and class the harness imports, with the
+# reference's constructor and forward signatures, computing with our model underneath.
+FAKE_REFERENCE = textwrap.dedent('''
+    from diffusers.models import ModelMixin
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from syncfoley.models import dit_config
+    from syncfoley.models.dit import FoleyDiT
+
+    class HunyuanVideoFoley(FoleyDiT, ModelMixin, ConfigMixin):
+        @register_to_config
+        def __init__(self, model_config, dtype=None, device=None):
+            kw = model_config.model_config.model_kwargs
+            assert kw["clip_length"] == 64 and kw["sync_length"] == 192  # an 8 s clip
+            FoleyDiT.__init__(self, dit_config.sized(kw["hidden_size"], kw["num_heads"],
+                              kw["depth_triple_blocks"], kw["depth_single_blocks"]{extra}))
+
+        def forward(self, x, t, cond, clip_feat, sync_feat, return_dict=True):
+            out = FoleyDiT.forward(self, x, t, cond, clip_feat, sync_feat)
+            return {{"x": out}} if return_dict else (out,)
+''')
+
+
+@pytest.fixture()
+def reference_src(tmp_path, monkeypatch):
+    def write(extra=""):
+        package = tmp_path / "hunyuanvideo_foley"
+        (package / "models").mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text("")
+        (package / "models" / "__init__.py").write_text("")
+        (package / "models" / "hifi_foley.py").write_text(FAKE_REFERENCE.format(extra=extra))
+        return tmp_path
+
+    before = set(sys.modules)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield write
+    for name in set(sys.modules) - before:
+        if name.split(".")[0] in ("hunyuanvideo_foley", "diffusers"):
+            del sys.modules[name]
+
+
+def test_bench_reports_dit_and_guided_steps_as_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    main(["bench", "all", "--config", "tiny", "--seconds", "2", "--repeats", "1", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    measures = [row["measure"] for row in rows]
+    assert measures == ["dit forward", "step cfg batched", "step cfg sequential",
+                        "step synccfg batched", "step synccfg sequential"]
+    model = random_dit("tiny")
+    assert rows[0]["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+    assert rows[0]["tokens"] == model.config.latent_length(2.0) + model.config.clip_length(2.0)
+    assert all(row["peak_mib"] > 0 for row in rows)
+    assert all(row["step_s"] > 0 for row in rows[1:]) and rows[0]["forward_s"] > 0
+    table = capsys.readouterr().out
+    assert "step synccfg sequential" in table and "peak_mib" in table
+
+
+def test_reference_shares_our_tensors_and_matches_them(reference_src):
+    model = random_dit("tiny")
+    reference = build_reference(model, 8.0, reference_src())
+    ours = dict(model.named_parameters())
+    shared = [ours[name].data_ptr() == p.data_ptr() for name, p in reference.named_parameters()]
+    assert shared and all(shared) and len(shared) == len(ours)
+
+
+def test_side_by_side_rows_compare_speed_and_outputs(reference_src, tmp_path, capsys):
+    out = tmp_path / "side.json"
+    main(["bench", "reference", "--reference-src", str(reference_src()), "--config", "tiny", "--blocks", "1,1",
+          "--repeats", "3", "--json", str(out)])
+    rows = {row["implementation"]: row for row in json.loads(out.read_text())}
+    assert set(rows) == {"reference", "syncfoley step", "syncfoley forward"}
+    assert rows["reference"]["speedup"] == 1.0
+    for row in rows.values():
+        assert row["rel_diff"] < 1e-6  # the same function on the same weights and inputs
+        assert row["steps_per_s"] == pytest.approx(1 / row["forward_s"])
+        assert row["config"] == "tiny[1,1]" and row["dtype"] == "fp32"
+    step = rows["syncfoley step"]
+    assert step["speedup"] == pytest.approx(rows["reference"]["forward_s"] / step["forward_s"])
+    assert "syncfoley forward" in capsys.readouterr().out
+
+
+def test_reference_errors_name_the_problem(reference_src, tmp_path):
+    with pytest.raises(ReferenceError, match="not a HunyuanVideo-Foley source checkout"):
+        build_reference(random_dit("tiny"), 8.0, tmp_path / "elsewhere")
+    # A reference of another layout (here: another text width) cannot take our tensors.
+    source = reference_src(extra=", text_dim=512")
+    with pytest.raises(ReferenceError, match="parameters do not match ours"):
+        build_reference(random_dit("tiny"), 8.0, source)
+    with pytest.raises(SystemExit, match="give --reference-src"):
+        main(["bench", "reference", "--config", "tiny"])
+
