@@ -39,7 +39,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"seconds (default: the video's; {DEMO_CLIP_SECONDS} s for a generated clip)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when available)")
+    add_memory_arguments(p)
     p.set_defaults(func=_run)
+
+
+def add_memory_arguments(p: argparse.ArgumentParser) -> None:
+    memory = p.add_argument_group("low memory (GPU)")
+    memory.add_argument("--offload", action="store_true",
+                        help="keep every model in CPU memory and move each to the GPU only for its stage")
+    memory.add_argument("--gpu-blocks", type=int, default=None, metavar="N",
+                        help="sample with only N DiT blocks on the GPU, streaming the others one block ahead "
+                             "(XXL has 54 blocks, XL 36; 0 streams all); implies --offload for the DiT")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -63,6 +73,8 @@ def _check(args: argparse.Namespace) -> Path:
         raise ValueError(f"--out must end in one of {', '.join(sorted(VIDEO_CONTAINERS))}, got '{out}'")
     if args.steps < 1 or args.takes < 1:
         raise ValueError("--steps and --takes must be at least 1")
+    if args.gpu_blocks is not None and args.gpu_blocks < 0:
+        raise ValueError(f"--gpu-blocks must be 0 or more, got {args.gpu_blocks}")
     if args.duration is not None and args.duration <= 0:
         raise ValueError(f"--duration must be positive, got {args.duration:g}")
     if args.video is not None and not Path(args.video).is_file():
@@ -93,7 +105,7 @@ def generate(args: argparse.Namespace):
 
     guidance = CFG(args.cfg_scale) if args.guidance == "cfg" else SyncCFG(args.cfg_scale, args.sync_scale)
     options = SamplingOptions(steps=args.steps, seed=args.seed, takes=args.takes)
-    result = FoleyPipeline(models, device=args.device)(
+    result = FoleyPipeline(models, device=args.device, offload=args.offload, gpu_blocks=args.gpu_blocks)(
         str(video), prompt or "", args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, guidance, options, args.duration)
     for take, waveform in enumerate(result.waveform):
         stem = out.stem if take == 0 else f"{out.stem}_{take + 1}"
@@ -107,5 +119,9 @@ def generate(args: argparse.Namespace):
 
 def _models(args: argparse.Namespace):
     from ..pipeline import FoleyModels
+    from ..pipeline.loaders import default_device
 
+    if args.offload or args.gpu_blocks is not None:  # loaded into CPU memory, in the GPU's precision
+        return FoleyModels.from_folder(args.models, precision=args.precision, device="cpu",
+                                       compute_device=args.device or default_device())
     return FoleyModels.from_folder(args.models, precision=args.precision, device=args.device)

@@ -8,6 +8,8 @@ blocks, whatever the depth.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -120,3 +122,25 @@ class BlockOffloader:
 
     def streamed_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for entry in self.streamed for t in entry.storage)
+
+
+@contextmanager
+def blocks_streamed(model: nn.Module, device: str | torch.device, resident: int, home: str | torch.device = "cpu"):
+    """Run `model` on `device` holding at most `resident` of its blocks there, the rest streamed;
+    afterwards the whole model goes back to `home`. With `resident` >= the block count it is moved
+    whole."""
+    device = torch.device(device)
+    depth = len(model.triple_blocks) + len(model.single_blocks)
+    if resident >= depth:
+        model.to(device)
+        try:
+            yield None
+        finally:
+            model.to(home)
+        return
+    offloader = BlockOffloader(model, device, resident).attach()
+    try:
+        yield offloader
+    finally:
+        offloader.detach()
+        model.to(home)

@@ -159,6 +159,20 @@ class Host:
             torch.cuda.empty_cache()
 
     @contextmanager
+    def streamed_stage(self, model: torch.nn.Module, gpu_blocks: int):
+        """Run the DiT with at most `gpu_blocks` of its blocks on the compute device, streaming the
+        others from the offload device one block ahead; afterwards it goes back to the offload device."""
+        from ..models.offload import blocks_streamed
+
+        device, offload = self.compute_device(), self.offload_device()
+        if device != offload:
+            self.free_memory()
+        with blocks_streamed(model, device, gpu_blocks, home=offload):
+            yield device
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    @contextmanager
     def stage(self, *models: torch.nn.Module):
         """Run a stage with `models` on the compute device; afterwards send them back to the
         offload device when compute and offload differ, so the next stage has the memory."""

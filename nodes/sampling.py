@@ -62,12 +62,16 @@ class SyncFoleySampler:
                 "visual_cond": ("FOLEY_VISUAL_COND", {"tooltip": "From Foley Visual Encode; leave unconnected for "
                                                       "text-to-audio."}),
                 "guidance": ("FOLEY_GUIDANCE", {"tooltip": "Foley CFG or SyncCFG Guidance; unconnected = CFG 4.5."}),
+                "gpu_blocks": ("INT", {"default": -1, "min": -1, "max": 1024,
+                                       "tooltip": "Low VRAM: keep only this many DiT blocks on the GPU and stream "
+                                                  "the others from CPU memory one block ahead (XXL has 54 blocks, "
+                                                  "XL 36). -1 = the whole model on the GPU."}),
             },
         }
 
     def sample(self, model, text_cond: TextFeatures, seed: int, steps: int, sampler_name: str, schedule: str,
                shift: float, takes: int, duration: float, window_seconds: float, overlap_seconds: float,
-               low_memory: bool, visual_cond: VisualFeatures | None = None, guidance=None):
+               low_memory: bool, visual_cond: VisualFeatures | None = None, guidance=None, gpu_blocks: int = -1):
         guidance = guidance or DEFAULT_GUIDANCE
         duration = self._duration(model, text_cond, visual_cond, guidance, duration)
         if window_seconds and overlap_seconds >= window_seconds:
@@ -80,7 +84,8 @@ class SyncFoleySampler:
         options = SamplingOptions(steps=steps, sampler=sampler_name, schedule=schedule, shift=shift, seed=seed,
                                   takes=takes, window_seconds=window_seconds or None, overlap_seconds=overlap_seconds,
                                   batched_guidance=not low_memory)
-        with host().stage(model), progress(steps, "sampling") as update:
+        stage = host().stage(model) if gpu_blocks < 0 else host().streamed_stage(model, gpu_blocks)
+        with stage, progress(steps, "sampling") as update:
             latents = generate_latents(model, text_cond, visual_cond, guidance, options, duration,
                                        callback=lambda info: update(info["i"] + 1))
         return (audio_latent(latents.float().cpu(), duration),)

@@ -14,6 +14,8 @@ import torch
 
 from ..models import dit_config
 from ..models.dit import FoleyDiT, parameter_count
+from ..demo.generate import add_memory_arguments
+from ..models.offload import BlockOffloader
 from ..models.ops import set_precision, stored_bytes
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, prepare_velocity
@@ -131,10 +133,16 @@ def run(args: argparse.Namespace) -> list[dict]:
         return run_end_to_end(args)
     if args.what == "reference":
         return run_reference(args)
-    model = random_dit(args.config, args.blocks, DTYPES[args.dtype], args.device, args.weight_dtype)
+    streaming = args.gpu_blocks is not None
+    model = random_dit(args.config, args.blocks, DTYPES[args.dtype], "cpu" if streaming else args.device,
+                       args.weight_dtype)
+    weights = stored_bytes(model)
+    if streaming:  # the streamed blocks' weights stay in CPU memory; staged copies count as working memory
+        weights -= BlockOffloader(model, args.device, args.gpu_blocks).attach().streamed_bytes()
     common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "params_m":
               parameter_count(model) / 1e6, "dtype": args.dtype + (f"/{args.weight_dtype}" if args.weight_dtype else ""),
-              "device": args.device, "seconds": args.seconds, "weights_mib": stored_bytes(model) / 2**20}
+              "device": args.device, "gpu_blocks": args.gpu_blocks, "seconds": args.seconds,
+              "weights_mib": weights / 2**20}
     rows = []
     if args.what in ("dit", "all"):
         rows.append({**common, "measure": "dit forward", **bench_dit(model, args.seconds, args.batch, args.repeats)})
@@ -145,8 +153,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                 rows.append({**common, "measure": f"step {name} {'batched' if batched else 'sequential'}", **result})
     for row in rows:  # what the device must hold: the stored weights plus the step's working memory
         row["total_mib"] = row["weights_mib"] + row["peak_mib"]
-    columns = ["measure", "config", "params_m", "dtype", "device", "seconds", "forward_s", "step_s", "weights_mib",
-               "peak_mib", "total_mib"]
+    columns = ["measure", "config", "params_m", "dtype", "device", "gpu_blocks", "seconds", "forward_s", "step_s",
+               "weights_mib", "peak_mib", "total_mib"]
     print(_table(rows, columns))
     if args.json:
         with open(args.json, "w") as f:
@@ -160,12 +168,16 @@ def run_end_to_end(args: argparse.Namespace) -> list[dict]:
 
     if not args.models:
         raise SystemExit("bench e2e: give --models DIR (a folder with the DiT, VAE, Synchformer, CLAP and SigLIP2)")
-    models = FoleyModels.from_folder(args.models, args.precision, args.device)
-    row = {"measure": f"e2e {args.guidance} {'sequential' if args.sequential else 'batched'}",
+    if args.offload or args.gpu_blocks is not None:  # in CPU memory until each stage needs them
+        models = FoleyModels.from_folder(args.models, args.precision, "cpu", compute_device=args.device)
+    else:
+        models = FoleyModels.from_folder(args.models, args.precision, args.device)
+    row = {"measure": f"e2e {args.guidance} {'sequential' if args.sequential else 'batched'}"
+                      + (" offload" if args.offload else "") + (f" gpu_blocks={args.gpu_blocks}" if args.gpu_blocks is not None else ""),
            "config": models.dit.config.variant, "params_m": parameter_count(models.dit) / 1e6,
            "dtype": args.precision, "device": args.device, "steps": args.steps, **run_e2e(models, args)}
     columns = ["measure", "config", "params_m", "dtype", "device", "steps", "audio_s", "text_s", "video_s",
-               "sampling_s", "step_s", "decode_s", "mux_s", "total_s", "rtf", "peak_mib"]
+               "sampling_s", "step_s", "decode_s", "mux_s", "total_s", "rtf", "peak_mib", "device_peak_mib"]
     print(_table([row], columns))
     if args.json:
         with open(args.json, "w") as f:
@@ -210,6 +222,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    add_memory_arguments(p)
     p.add_argument("--reference-src", help="reference: a clone of github.com/Tencent-Hunyuan/HunyuanVideo-Foley")
     e2e = p.add_argument_group("e2e (a whole clip through the pipeline)")
     e2e.add_argument("--models", help="model folder (DiT, VAE, Synchformer files; CLAP, SigLIP2 folders)")

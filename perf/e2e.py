@@ -61,6 +61,7 @@ def bench_end_to_end(pipeline: FoleyPipeline, video: Path, prompt: str, guidance
         "audio_s": visual.duration,
         "rtf": visual.duration / total,
         "peak_mib": peak.peak_mib,
+        "device_peak_mib": None if peak.device_peak_bytes is None else peak.device_peak_bytes / 2**20,
     }
 
 
@@ -68,7 +69,7 @@ def run_e2e(models, args) -> dict:
     guidance = SyncCFG(args.cfg_scale, args.sync_scale) if args.guidance == "synccfg" else CFG(args.cfg_scale)
     options = SamplingOptions(steps=args.steps, sampler=args.sampler, seed=0,
                               batched_guidance=not args.sequential)
-    pipeline = FoleyPipeline(models, device=args.device)
+    pipeline = FoleyPipeline(models, device=args.device, offload=args.offload, gpu_blocks=args.gpu_blocks)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         video = Path(args.video) if args.video else synthetic_video(scratch, args.seconds)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ..models.offload import blocks_streamed
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, generate_latents
 from ..sampling.guidance import CFG, Guidance
@@ -72,21 +73,25 @@ class FoleyModels:
     @classmethod
     def from_files(cls, dit: str | os.PathLike, vae: str | os.PathLike, synchformer: str | os.PathLike,
                    clap: str | os.PathLike, siglip: str | os.PathLike, precision: str = "auto",
-                   device=None) -> "FoleyModels":
-        """The released models: DiT, DAC-VAE and Synchformer files, CLAP and SigLIP2 folders."""
+                   device=None, compute_device=None) -> "FoleyModels":
+        """The released models: DiT, DAC-VAE and Synchformer files, CLAP and SigLIP2 folders, loaded
+        onto `device` in the precision suited to `compute_device` (default: `device`)."""
+        at = dict(device=device, compute_device=compute_device)
         return cls(
-            dit=loaders.load_foley_model(dit, precision, device),
-            vae=loaders.load_vae(vae, "fp32", device),
-            text_encoder=loaders.load_text_encoder(clap, "fp32", device),
-            image_encoder=loaders.load_image_encoder(siglip, "fp32", device),
-            sync_encoder=loaders.load_synchformer(synchformer, "fp32" if precision == "auto" else precision, device),
+            dit=loaders.load_foley_model(dit, precision, **at),
+            vae=loaders.load_vae(vae, "fp32", **at),
+            text_encoder=loaders.load_text_encoder(clap, "fp32", **at),
+            image_encoder=loaders.load_image_encoder(siglip, "fp32", **at),
+            sync_encoder=loaders.load_synchformer(synchformer, "fp32" if precision == "auto" else precision, **at),
         )
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, precision: str = "auto", device=None) -> "FoleyModels":
+    def from_folder(cls, folder: str | os.PathLike, precision: str = "auto", device=None,
+                    compute_device=None) -> "FoleyModels":
         """The five parts found by name in `folder` (see `find_model_files`)."""
         paths = find_model_files(folder)
-        return cls.from_files(*(paths[part] for part in MODEL_PARTS), precision=precision, device=device)
+        return cls.from_files(*(paths[part] for part in MODEL_PARTS), precision=precision, device=device,
+                              compute_device=compute_device)
 
 
 @dataclass
@@ -100,12 +105,18 @@ class FoleyResult:
 
 
 class FoleyPipeline:
-    """Stages over a model bundle. With `offload=True` each model sits on the CPU between stages."""
+    """Stages over a model bundle. With `offload=True` each model sits on the CPU between stages.
+    With `gpu_blocks=N` the DiT also samples with only N of its blocks on the device, the others
+    streamed from CPU memory one block ahead (it sits on the CPU between stages too)."""
 
-    def __init__(self, models: FoleyModels, device: str | torch.device | None = None, offload: bool = False):
+    def __init__(self, models: FoleyModels, device: str | torch.device | None = None, offload: bool = False,
+                 gpu_blocks: int | None = None):
+        if gpu_blocks is not None and gpu_blocks < 0:
+            raise ValueError(f"gpu_blocks must be 0 or more (or None for the whole DiT), got {gpu_blocks}")
         self.models = models
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device) if device else loaders.default_device()
         self.offload = offload
+        self.gpu_blocks = gpu_blocks
 
     @contextmanager
     def _on_device(self, *modules):
@@ -133,7 +144,9 @@ class FoleyPipeline:
     def sample(self, text: TextFeatures, visual: VisualFeatures | None, guidance: Guidance = CFG(),
                options: SamplingOptions = SamplingOptions(), duration: float | None = None,
                callback: Callable[[dict], None] | None = None) -> torch.Tensor:
-        with self._on_device(self.models.dit):
+        placement = (self._on_device(self.models.dit) if self.gpu_blocks is None
+                     else blocks_streamed(self.models.dit, self.device, self.gpu_blocks))
+        with placement:
             return generate_latents(self.models.dit, text, visual, guidance, options, duration, callback)
 
     def decode(self, latents: torch.Tensor, duration: float | None = None) -> tuple[torch.Tensor, int]:

@@ -25,6 +25,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
 _PLAIN = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resolve_precision(precision: str, device: str | torch.device | None) -> tuple[torch.dtype, torch.dtype | None]:
     """(compute dtype, storage dtype or None) for a precision name on a device."""
     if precision not in PRECISIONS:

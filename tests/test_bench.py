@@ -68,6 +68,22 @@ def test_bench_reports_dit_and_guided_steps_as_table_and_json(tmp_path, capsys):
     assert "step synccfg sequential" in table and "peak_mib" in table
 
 
+def test_bench_with_gpu_blocks_counts_only_the_resident_weights(tmp_path):
+    rows = {}
+    for blocks in (None, 1):
+        out = tmp_path / f"bench_{blocks}.json"
+        extra = [] if blocks is None else ["--gpu-blocks", str(blocks)]
+        main(["bench", "dit", "--config", "tiny", "--seconds", "2", "--repeats", "1", "--json", str(out), *extra])
+        rows[blocks], = json.loads(out.read_text())
+    model = random_dit("tiny")
+    block_mib = [sum(p.numel() * p.element_size() for p in b.parameters()) / 2**20
+                 for b in [*model.triple_blocks, *model.single_blocks]]
+    # Blocks 2..4 live in CPU memory; the two staged at a time show up as working memory instead.
+    assert rows[1]["weights_mib"] == pytest.approx(rows[None]["weights_mib"] - sum(block_mib[1:]))
+    assert rows[1]["peak_mib"] >= rows[None]["peak_mib"] + min(block_mib[1:])
+    assert rows[1]["total_mib"] < rows[None]["total_mib"]
+
+
 def test_reference_shares_our_tensors_and_matches_them(reference_src):
     model = random_dit("tiny")
     reference = build_reference(model, 8.0, reference_src())

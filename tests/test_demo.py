@@ -192,6 +192,19 @@ def test_generate_without_arguments_writes_a_video_with_sound(tmp_path, capsys):
     assert (tmp_path / "out" / "demo_input.mp4").is_file()
 
 
+def test_generate_with_streamed_blocks_writes_the_same_sound(tmp_path, capsys):
+    def sound(out, *extra):
+        assert main(["generate", "--out", str(out), "--steps", "2", "--seed", "3", *extra]) == 0
+        with av.open(str(out.with_suffix(".wav"))) as container:
+            return np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+
+    plain = sound(tmp_path / "plain.mp4")
+    streamed = sound(tmp_path / "streamed.mp4", "--offload", "--gpu-blocks", "1")
+    assert plain.size > 0 and np.array_equal(plain, streamed)
+    assert main(["generate", "--out", str(tmp_path / "x.mp4"), "--gpu-blocks", "-2"]) == 1
+    assert "--gpu-blocks must be 0 or more" in capsys.readouterr().err
+
+
 def test_generate_reports_a_missing_video(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "x.mp4")]) == 1
     assert "no video file at" in capsys.readouterr().err

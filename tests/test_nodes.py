@@ -151,6 +151,23 @@ def test_video_to_audio_chain_writes_a_playable_video_with_the_source_picture(fo
         assert samples / track.rate == pytest.approx(3.0, abs=0.05)
 
 
+def test_sampler_with_gpu_blocks_streams_the_dit_and_gives_the_same_latents(loaded, monkeypatch):
+    from syncfoley.models.offload import BlockOffloader
+
+    text, = node("SyncFoleyTextEncode").encode(loaded["text_encoder"], "a dog barks", "noisy, harsh")
+    args = (loaded["model"], text, 4, 2, "euler", "linear", 1.0, 1, 1.0, 0.0, 1.0, False)
+    plain, = node("SyncFoleySampler").sample(*args)
+    attached = []
+    original = BlockOffloader.attach
+    monkeypatch.setattr(BlockOffloader, "attach", lambda self: attached.append(self.resident) or original(self))
+    streamed, = node("SyncFoleySampler").sample(*args, gpu_blocks=1)
+    assert attached == [1]
+    assert torch.equal(streamed["samples"], plain["samples"])
+    model = loaded["model"]  # detached afterwards: no hooks left, every weight back in place
+    assert all(not b._forward_pre_hooks and not b._forward_hooks for b in [*model.triple_blocks, *model.single_blocks])
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
 def test_clip_with_start_places_audio_at_its_offset(folders, loaded):
     make_video(folders / "input" / "clip.mp4", fps=25, count=75, size=(64, 48))
     video, frames, fps, duration, silence = node("SyncFoleyLoadVideo").load("clip.mp4", 1.0, 1.6, 10, 32)

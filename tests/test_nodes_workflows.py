@@ -117,6 +117,22 @@ def test_workflow_runs_headless_and_writes_playable_files(file, workspace):
             assert sum(f.samples for f in container.decode(audio)) / audio.rate == pytest.approx(4.0, abs=0.05)
 
 
+def test_a_workflow_saved_before_an_optional_widget_existed_still_runs(workspace, tmp_path):
+    """Sampler nodes saved without the later `gpu_blocks` widget get its default, as in ComfyUI."""
+    ui = json.loads((WORKFLOWS / "demo.json").read_text())
+    for entry in ui["nodes"]:
+        if entry["type"] == "SyncFoleySampler":
+            assert entry["widgets_values"].pop() == -1
+    old = tmp_path / "old_demo.json"
+    old.write_text(json.dumps(ui))
+    workflow = load_workflow(old, NODE_CLASS_MAPPINGS)
+    sampler = next(e for e in workflow.prompt.values() if e["class_type"] == "SyncFoleySampler")
+    assert "gpu_blocks" not in sampler["inputs"] and sampler["inputs"]["low_memory"] is False
+    prompt = apply_overrides(workflow.prompt, _fast(workflow.prompt), NODE_CLASS_MAPPINGS)
+    result = Executor(NODE_CLASS_MAPPINGS).run(Workflow(prompt, source=workflow.source))
+    assert [p for p in result.files if p.suffix != ".png"]
+
+
 def _run_cli(args: list[str]) -> int:
     from syncfoley.cli import main
 
