@@ -39,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"seconds (default: the video's; {DEMO_CLIP_SECONDS} s for a generated clip)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: CUDA when available)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the DiT's blocks (pays off on GPUs over many steps; the first step compiles)")
     add_memory_arguments(p)
     p.set_defaults(func=_run)
 
@@ -98,6 +100,8 @@ def generate(args: argparse.Namespace):
     else:
         video = Path(args.video)
     models = _models(args)
+    if args.compile:
+        models.dit.compile_blocks()
     from ..media import mux_audio, save_audio
     from ..pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
     from ..sampling.generate import SamplingOptions

@@ -252,10 +252,12 @@ class FoleyDiT(nn.Module):
     def compile_blocks(self, **options) -> "FoleyDiT":
         """torch.compile every block's forward (hooks such as offloading stay outside the graphs).
 
-        Sequence lengths are fixed within a run, so each block compiles once per clip length.
+        Sequence lengths are fixed within a run, so each block compiles once per clip length. A block
+        compiled before is left as it is.
         """
         for block in [*self.triple_blocks, *self.single_blocks]:
-            block.forward = torch.compile(block.forward, **options)
+            if "forward" not in vars(block):
+                block.forward = torch.compile(block.forward, **options)
         return self
 
     def _run(self, block: nn.Module, *args):

@@ -139,9 +139,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     weights = stored_bytes(model)
     if streaming:  # the streamed blocks' weights stay in CPU memory; staged copies count as working memory
         weights -= BlockOffloader(model, args.device, args.gpu_blocks).attach().streamed_bytes()
+    if args.compile:
+        model.compile_blocks(backend=args.compile)
     common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "params_m":
               parameter_count(model) / 1e6, "dtype": args.dtype + (f"/{args.weight_dtype}" if args.weight_dtype else ""),
-              "device": args.device, "gpu_blocks": args.gpu_blocks, "seconds": args.seconds,
+              "device": args.device, "gpu_blocks": args.gpu_blocks, "compile": args.compile, "seconds": args.seconds,
               "weights_mib": weights / 2**20}
     rows = []
     if args.what in ("dit", "all"):
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 rows.append({**common, "measure": f"step {name} {'batched' if batched else 'sequential'}", **result})
     for row in rows:  # what the device must hold: the stored weights plus the step's working memory
         row["total_mib"] = row["weights_mib"] + row["peak_mib"]
-    columns = ["measure", "config", "params_m", "dtype", "device", "gpu_blocks", "seconds", "forward_s", "step_s",
+    columns = ["measure", "config", "params_m", "dtype", "device", "gpu_blocks", "compile", "seconds", "forward_s", "step_s",
                "weights_mib", "peak_mib", "total_mib"]
     print(_table(rows, columns))
     if args.json:
@@ -172,6 +174,8 @@ def run_end_to_end(args: argparse.Namespace) -> list[dict]:
         models = FoleyModels.from_folder(args.models, args.precision, "cpu", compute_device=args.device)
     else:
         models = FoleyModels.from_folder(args.models, args.precision, args.device)
+    if args.compile:
+        models.dit.compile_blocks(backend=args.compile)
     row = {"measure": f"e2e {args.guidance} {'sequential' if args.sequential else 'batched'}"
                       + (" offload" if args.offload else "") + (f" gpu_blocks={args.gpu_blocks}" if args.gpu_blocks is not None else ""),
            "config": models.dit.config.variant, "params_m": parameter_count(models.dit) / 1e6,
@@ -192,13 +196,14 @@ def run_reference(args: argparse.Namespace) -> list[dict]:
         raise SystemExit("bench reference: give --reference-src DIR (a clone of Tencent-Hunyuan/HunyuanVideo-Foley)")
     try:
         rows = side_by_side(args.config, args.blocks, args.seconds, DTYPES[args.dtype], args.device, args.repeats,
-                            args.reference_src)
+                            args.reference_src, compile_backend=args.compile)
     except ReferenceError as error:
         raise SystemExit(f"bench reference: {error}") from None
     common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "dtype": args.dtype,
-              "device": args.device, "seconds": args.seconds, "threads": torch.get_num_threads()}
+              "device": args.device, "compile": args.compile, "seconds": args.seconds,
+              "threads": torch.get_num_threads()}
     rows = [{**common, **row} for row in rows]
-    columns = ["implementation", "config", "dtype", "device", "seconds", "threads", "forward_s", "steps_per_s",
+    columns = ["implementation", "config", "dtype", "device", "compile", "seconds", "threads", "forward_s", "steps_per_s",
                "speedup", "peak_mib", "rel_diff"]
     print(_table(rows, columns))
     if args.json:
@@ -223,6 +228,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     add_memory_arguments(p)
+    p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                   help="torch.compile our DiT's blocks (backend: inductor when given bare)")
     p.add_argument("--reference-src", help="reference: a clone of github.com/Tencent-Hunyuan/HunyuanVideo-Foley")
     e2e = p.add_argument_group("e2e (a whole clip through the pipeline)")
     e2e.add_argument("--models", help="model folder (DiT, VAE, Synchformer files; CLAP, SigLIP2 folders)")

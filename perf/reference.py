@@ -104,7 +104,7 @@ def build_reference(model: FoleyDiT, seconds: float, source: str | Path) -> nn.M
 
 @torch.no_grad()
 def side_by_side(config: str, blocks: str | None, seconds: float, dtype: torch.dtype, device: str,
-                 repeats: int, source: str | Path) -> list[dict]:
+                 repeats: int, source: str | Path, compile_backend: str | None = None) -> list[dict]:
     ours = random_dit(config, blocks, dtype, device)
     reference = build_reference(ours, seconds, source)
     text, visual = random_features(ours, seconds)
@@ -118,6 +118,8 @@ def side_by_side(config: str, blocks: str | None, seconds: float, dtype: torch.d
     )
     autocast = (torch.autocast(torch.device(device).type, dtype=dtype) if dtype != torch.float32 else nullcontext())
     conditions = ours.prepare(inputs["text"], inputs["clip"], inputs["sync"], length)
+    if compile_backend:  # after the reference took our tensors: it runs uncompiled, as released
+        ours.compile_blocks(backend=compile_backend)
 
     def reference_forward():
         with autocast:

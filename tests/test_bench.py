@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from syncfoley.cli import main
 from syncfoley.perf.bench import random_dit
@@ -66,6 +67,20 @@ def test_bench_reports_dit_and_guided_steps_as_table_and_json(tmp_path, capsys):
     assert all(row["step_s"] > 0 for row in rows[1:]) and rows[0]["forward_s"] > 0
     table = capsys.readouterr().out
     assert "step synccfg sequential" in table and "peak_mib" in table
+
+
+def test_bench_compiles_the_blocks_when_asked(tmp_path, monkeypatch):
+    from syncfoley.models.dit import FoleyDiT
+
+    backends = []
+    original = FoleyDiT.compile_blocks
+    monkeypatch.setattr(FoleyDiT, "compile_blocks", lambda self, **o: backends.append(o) or original(self, **o))
+    out = tmp_path / "compiled.json"
+    main(["bench", "dit", "--config", "tiny", "--seconds", "2", "--repeats", "1", "--compile", "aot_eager",
+          "--json", str(out)])
+    row, = json.loads(out.read_text())
+    assert backends == [{"backend": "aot_eager"}] and row["compile"] == "aot_eager" and row["forward_s"] > 0
+    torch._dynamo.reset()
 
 
 def test_bench_with_gpu_blocks_counts_only_the_resident_weights(tmp_path):

@@ -192,7 +192,9 @@ def test_generate_without_arguments_writes_a_video_with_sound(tmp_path, capsys):
     assert (tmp_path / "out" / "demo_input.mp4").is_file()
 
 
-def test_generate_with_streamed_blocks_writes_the_same_sound(tmp_path, capsys):
+def test_generate_streamed_or_compiled_writes_the_same_sound(tmp_path, capsys, monkeypatch):
+    from syncfoley.models.dit import FoleyDiT
+
     def sound(out, *extra):
         assert main(["generate", "--out", str(out), "--steps", "2", "--seed", "3", *extra]) == 0
         with av.open(str(out.with_suffix(".wav"))) as container:
@@ -200,6 +202,9 @@ def test_generate_with_streamed_blocks_writes_the_same_sound(tmp_path, capsys):
 
     plain = sound(tmp_path / "plain.mp4")
     streamed = sound(tmp_path / "streamed.mp4", "--offload", "--gpu-blocks", "1")
+    compiled = []
+    monkeypatch.setattr(FoleyDiT, "compile_blocks", lambda self, **options: compiled.append(self) or self)
+    assert np.array_equal(sound(tmp_path / "compiled.mp4", "--compile"), plain) and len(compiled) == 1
     assert plain.size > 0 and np.array_equal(plain, streamed)
     assert main(["generate", "--out", str(tmp_path / "x.mp4"), "--gpu-blocks", "-2"]) == 1
     assert "--gpu-blocks must be 0 or more" in capsys.readouterr().err

@@ -66,6 +66,9 @@ def test_compiled_blocks_match_the_plain_model(model_and_inputs):
     expected = velocity(model, io)
     torch._dynamo.reset()
     model.compile_blocks(backend="aot_eager", dynamic=False)
+    compiled = [vars(b)["forward"] for b in [*model.triple_blocks, *model.single_blocks]]
+    model.compile_blocks(backend="aot_eager")  # a second call leaves the compiled blocks alone
+    assert [vars(b)["forward"] for b in [*model.triple_blocks, *model.single_blocks]] == compiled
     torch.testing.assert_close(velocity(model, io), expected, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
 
