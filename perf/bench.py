@@ -133,6 +133,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         return run_end_to_end(args)
     if args.what == "reference":
         return run_reference(args)
+    if args.offload:
+        raise SystemExit("bench: --offload moves whole models between stages, so it applies to e2e; "
+                         "for the DiT alone use --gpu-blocks N")
     streaming = args.gpu_blocks is not None
     model = random_dit(args.config, args.blocks, DTYPES[args.dtype], "cpu" if streaming else args.device,
                        args.weight_dtype)

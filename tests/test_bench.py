@@ -132,4 +132,6 @@ def test_reference_errors_name_the_problem(reference_src, tmp_path):
         build_reference(random_dit("tiny"), 8.0, source)
     with pytest.raises(SystemExit, match="give --reference-src"):
         main(["bench", "reference", "--config", "tiny"])
+    with pytest.raises(SystemExit, match="applies to e2e; for the DiT alone use --gpu-blocks"):
+        main(["bench", "dit", "--config", "tiny", "--offload"])
 
