@@ -84,3 +84,20 @@ def test_pipeline_without_video_needs_a_duration(models):
     pipeline = FoleyPipeline(models, device="cpu")
     result = pipeline(None, "rain on a tin roof", options=SamplingOptions(steps=1), duration=1.0)
     assert result.waveform.shape == (1, 1, 48000) and result.visual is None
+
+
+@pytest.mark.parametrize("gpu_blocks", [0, 2, 99])
+def test_streamed_sampling_equals_plain_sampling(models, gpu_blocks):
+    text = encode_text(models.text_encoder, "rain")
+    options = SamplingOptions(steps=2, seed=4)
+    plain = FoleyPipeline(models, device="cpu").sample(text, None, options=options, duration=1.0)
+    streamed = FoleyPipeline(models, device="cpu", gpu_blocks=gpu_blocks).sample(text, None, options=options,
+                                                                                duration=1.0)
+    assert torch.equal(plain, streamed)
+    blocks = [*models.dit.triple_blocks, *models.dit.single_blocks]
+    assert all(not b._forward_pre_hooks and not b._forward_hooks for b in blocks)
+
+
+def test_gpu_blocks_must_not_be_negative(models):
+    with pytest.raises(ValueError, match="gpu_blocks must be 0 or more"):
+        FoleyPipeline(models, device="cpu", gpu_blocks=-1)
