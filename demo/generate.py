@@ -99,9 +99,7 @@ def generate(args: argparse.Namespace):
         yield f"generated a {clip.duration:.2f} s clip of the synthetic world: {video} ('{clip.caption}')"
     else:
         video = Path(args.video)
-    models = _models(args)
-    if args.compile:
-        models.dit.compile_blocks()
+    models = load_models(args)
     from ..media import mux_audio, save_audio
     from ..pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
     from ..sampling.generate import SamplingOptions
@@ -121,11 +119,17 @@ def generate(args: argparse.Namespace):
            f"in {time.perf_counter() - started:.1f} s")
 
 
-def _models(args: argparse.Namespace):
+def load_models(args: argparse.Namespace, compile_backend: str | None = "inductor"):
+    """The models of `--models`, `--precision` and `--device`; with `--offload` or `--gpu-blocks` in
+    CPU memory (in the GPU's precision) until each stage needs them; `--compile` compiles the DiT."""
     from ..pipeline import FoleyModels
     from ..pipeline.loaders import default_device
 
-    if args.offload or args.gpu_blocks is not None:  # loaded into CPU memory, in the GPU's precision
-        return FoleyModels.from_folder(args.models, precision=args.precision, device="cpu",
-                                       compute_device=args.device or default_device())
-    return FoleyModels.from_folder(args.models, precision=args.precision, device=args.device)
+    if args.offload or args.gpu_blocks is not None:
+        models = FoleyModels.from_folder(args.models, precision=args.precision, device="cpu",
+                                         compute_device=args.device or default_device())
+    else:
+        models = FoleyModels.from_folder(args.models, precision=args.precision, device=args.device)
+    if args.compile:
+        models.dit.compile_blocks(backend=compile_backend)
+    return models

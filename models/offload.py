@@ -129,14 +129,10 @@ def blocks_streamed(model: nn.Module, device: str | torch.device, resident: int,
     """Run `model` on `device` holding at most `resident` of its blocks there, the rest streamed;
     afterwards the whole model goes back to `home`. With `resident` >= the block count it is moved
     whole."""
-    device = torch.device(device)
     depth = len(model.triple_blocks) + len(model.single_blocks)
     if resident >= depth:
-        model.to(device)
-        try:
+        with moved_to([model], device, home):
             yield None
-        finally:
-            model.to(home)
         return
     offloader = BlockOffloader(model, device, resident).attach()
     try:
@@ -144,3 +140,17 @@ def blocks_streamed(model: nn.Module, device: str | torch.device, resident: int,
     finally:
         offloader.detach()
         model.to(home)
+
+
+@contextmanager
+def moved_to(modules: list[nn.Module], device: str | torch.device, home: str | torch.device = "cpu"):
+    """Run with `modules` on `device`; afterwards they go back to `home`."""
+    device, home = torch.device(device), torch.device(home)
+    for module in modules:
+        module.to(device)
+    try:
+        yield
+    finally:
+        if device != home:
+            for module in modules:
+                module.to(home)

@@ -159,37 +159,29 @@ class Host:
             torch.cuda.empty_cache()
 
     @contextmanager
-    def streamed_stage(self, model: torch.nn.Module, gpu_blocks: int):
-        """Run the DiT with at most `gpu_blocks` of its blocks on the compute device, streaming the
-        others from the offload device one block ahead; afterwards it goes back to the offload device."""
-        from ..models.offload import blocks_streamed
-
-        device, offload = self.compute_device(), self.offload_device()
-        if device != offload:
-            self.free_memory()
-        with blocks_streamed(model, device, gpu_blocks, home=offload):
-            yield device
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    @contextmanager
-    def stage(self, *models: torch.nn.Module):
+    def stage(self, *models: torch.nn.Module, gpu_blocks: int = -1):
         """Run a stage with `models` on the compute device; afterwards send them back to the
-        offload device when compute and offload differ, so the next stage has the memory."""
+        offload device when compute and offload differ, so the next stage has the memory.
+
+        With `gpu_blocks` >= 0 the one model, the DiT, keeps at most that many blocks on the compute
+        device and streams the others from the offload device one block ahead."""
+        from ..models.offload import blocks_streamed, moved_to
+
         device, offload = self.compute_device(), self.offload_device()
         moved = [m for m in models if m is not None]
         if device != offload:
             self.free_memory()
-        for m in moved:
-            m.to(device)
+        if gpu_blocks >= 0:
+            (dit,) = moved
+            placement = blocks_streamed(dit, device, gpu_blocks, home=offload)
+        else:
+            placement = moved_to(moved, device, offload)
         try:
-            yield device
+            with placement:
+                yield device
         finally:
-            if device != offload:
-                for m in moved:
-                    m.to(offload)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            if device != offload and device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 class Progress:

@@ -84,8 +84,7 @@ class SyncFoleySampler:
         options = SamplingOptions(steps=steps, sampler=sampler_name, schedule=schedule, shift=shift, seed=seed,
                                   takes=takes, window_seconds=window_seconds or None, overlap_seconds=overlap_seconds,
                                   batched_guidance=not low_memory)
-        stage = host().stage(model) if gpu_blocks < 0 else host().streamed_stage(model, gpu_blocks)
-        with stage, progress(steps, "sampling") as update:
+        with host().stage(model, gpu_blocks=gpu_blocks), progress(steps, "sampling") as update:
             latents = generate_latents(model, text_cond, visual_cond, guidance, options, duration,
                                        callback=lambda info: update(info["i"] + 1))
         return (audio_latent(latents.float().cpu(), duration),)

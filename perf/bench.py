@@ -14,7 +14,7 @@ import torch
 
 from ..models import dit_config
 from ..models.dit import FoleyDiT, parameter_count
-from ..demo.generate import add_memory_arguments
+from ..demo.generate import add_memory_arguments, load_models
 from ..models.offload import BlockOffloader
 from ..models.ops import set_precision, stored_bytes
 from ..sampling.features import TextFeatures, VisualFeatures
@@ -119,6 +119,17 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line([_fmt(r.get(c)) for c in columns]) for r in rows])
 
 
+def _report(rows: list[dict], columns: list[str], json_path: str | None) -> None:
+    print(_table(rows, columns))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+def _config_label(args: argparse.Namespace) -> str:
+    return args.config + (f"[{args.blocks}]" if args.blocks else "")
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -144,7 +155,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         weights -= BlockOffloader(model, args.device, args.gpu_blocks).attach().streamed_bytes()
     if args.compile:
         model.compile_blocks(backend=args.compile)
-    common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "params_m":
+    common = {"config": _config_label(args), "params_m":
               parameter_count(model) / 1e6, "dtype": args.dtype + (f"/{args.weight_dtype}" if args.weight_dtype else ""),
               "device": args.device, "gpu_blocks": args.gpu_blocks, "compile": args.compile, "seconds": args.seconds,
               "weights_mib": weights / 2**20}
@@ -160,35 +171,23 @@ def run(args: argparse.Namespace) -> list[dict]:
         row["total_mib"] = row["weights_mib"] + row["peak_mib"]
     columns = ["measure", "config", "params_m", "dtype", "device", "gpu_blocks", "compile", "seconds", "forward_s", "step_s",
                "weights_mib", "peak_mib", "total_mib"]
-    print(_table(rows, columns))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    _report(rows, columns, args.json)
     return rows
 
 
 def run_end_to_end(args: argparse.Namespace) -> list[dict]:
-    from ..pipeline import FoleyModels
     from .e2e import run_e2e
 
     if not args.models:
         raise SystemExit("bench e2e: give --models DIR (a folder with the DiT, VAE, Synchformer, CLAP and SigLIP2)")
-    if args.offload or args.gpu_blocks is not None:  # in CPU memory until each stage needs them
-        models = FoleyModels.from_folder(args.models, args.precision, "cpu", compute_device=args.device)
-    else:
-        models = FoleyModels.from_folder(args.models, args.precision, args.device)
-    if args.compile:
-        models.dit.compile_blocks(backend=args.compile)
+    models = load_models(args, compile_backend=args.compile)
     row = {"measure": f"e2e {args.guidance} {'sequential' if args.sequential else 'batched'}"
                       + (" offload" if args.offload else "") + (f" gpu_blocks={args.gpu_blocks}" if args.gpu_blocks is not None else ""),
            "config": models.dit.config.variant, "params_m": parameter_count(models.dit) / 1e6,
            "dtype": args.precision, "device": args.device, "steps": args.steps, **run_e2e(models, args)}
     columns = ["measure", "config", "params_m", "dtype", "device", "steps", "audio_s", "text_s", "video_s",
                "sampling_s", "step_s", "decode_s", "mux_s", "total_s", "rtf", "peak_mib", "device_peak_mib"]
-    print(_table([row], columns))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([row], f, indent=2)
+    _report([row], columns, args.json)
     return [row]
 
 
@@ -202,16 +201,13 @@ def run_reference(args: argparse.Namespace) -> list[dict]:
                             args.reference_src, compile_backend=args.compile)
     except ReferenceError as error:
         raise SystemExit(f"bench reference: {error}") from None
-    common = {"config": args.config + (f"[{args.blocks}]" if args.blocks else ""), "dtype": args.dtype,
+    common = {"config": _config_label(args), "dtype": args.dtype,
               "device": args.device, "compile": args.compile, "seconds": args.seconds,
               "threads": torch.get_num_threads()}
     rows = [{**common, **row} for row in rows]
     columns = ["implementation", "config", "dtype", "device", "compile", "seconds", "threads", "forward_s", "steps_per_s",
                "speedup", "peak_mib", "rel_diff"]
-    print(_table(rows, columns))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    _report(rows, columns, args.json)
     return rows
 
 

@@ -7,14 +7,14 @@ functions; this class is the convenience for scripts.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..models.offload import blocks_streamed
+from ..models.offload import blocks_streamed, moved_to
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, generate_latents
 from ..sampling.guidance import CFG, Guidance
@@ -118,18 +118,8 @@ class FoleyPipeline:
         self.offload = offload
         self.gpu_blocks = gpu_blocks
 
-    @contextmanager
     def _on_device(self, *modules):
-        if not self.offload:
-            yield
-            return
-        for m in modules:
-            m.to(self.device)
-        try:
-            yield
-        finally:
-            for m in modules:
-                m.to("cpu")
+        return moved_to(list(modules), self.device) if self.offload else nullcontext()
 
     def encode_text(self, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT) -> TextFeatures:
         with self._on_device(self.models.text_encoder):
