@@ -256,8 +256,7 @@ def read_sidecar(video_path: str | os.PathLike) -> dict:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "world", help="write synthetic clips with known sound-event times",
-        description="Write synthetic clips (mp4 + JSON ground truth + caption) and a manifest.csv.")
+        "world", description="Write synthetic clips (mp4 + JSON ground truth + caption) and a manifest.csv.")
     parser.add_argument("out_dir", help="folder to write into")
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (use another one for a held-out set)")
@@ -267,6 +266,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sample-rate", type=int, default=48000)
     parser.add_argument("--objects", type=int, default=None, help="bodies per clip, 1..3 (default: drawn)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
     parser.set_defaults(func=_run)
 
 
@@ -282,13 +282,19 @@ def _run(args: argparse.Namespace) -> None:
         fps = Fraction(args.fps) if "/" in args.fps else float(args.fps)
     except (ValueError, ZeroDivisionError):
         raise SystemExit(f"world: --fps must be a number or a fraction such as 30000/1001, got {args.fps!r}") from None
+    from ..cli.progress import bar
+
     started = time.perf_counter()
-    step = max(1, args.count // 10)
+    progress = bar(args.count, "clips", unit="clip", enabled=None if not args.no_progress else False)
+
+    def advance(done: int, total: int) -> None:
+        progress.n = done
+        progress.refresh()
+
     try:
-        manifest = write_dataset(
-            args.out_dir, args.count, args.seed, args.duration, fps, args.size, args.sample_rate,
-            overwrite=args.overwrite, objects=args.objects,
-            progress=lambda done, total: print(f"{done}/{total} clips", flush=True) if done % step == 0 else None)
+        with progress:
+            manifest = write_dataset(args.out_dir, args.count, args.seed, args.duration, fps, args.size,
+                                     args.sample_rate, overwrite=args.overwrite, objects=args.objects, progress=advance)
     except (FileExistsError, ValueError) as error:
         raise SystemExit(f"world: {error}") from None
     print(f"wrote {args.count} clips in {time.perf_counter() - started:.1f} s; manifest: {manifest}")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..media import MediaError
+from ..media.files import next_free_stem, write_report
 from ..pipeline.foley import MODEL_PARTS, find_model_files
 from .onsets import DEFAULT_TOLERANCE
 from .sync_eval import AudioSource, evaluate, folder_source, format_table, ground_truth_source, load_held_out
@@ -92,8 +93,7 @@ def _guidance_list(text: str) -> list[str]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval-sync", help="onset F1 and AV-Align of generated audio on held-out world clips",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "eval-sync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder written by `syncfoley world` (held-out seed)")
     p.add_argument("--clips", type=int, default=50, help="evaluate the first N clips (default 50; 0 = all)")
     p.add_argument("--generated", type=_generated, action="append", default=[], metavar="NAME=DIR",
@@ -113,14 +113,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--save-audio", help="also write the generated audio as DIR/<guidance>/<clip>.wav")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="onset match tolerance, s")
     p.add_argument("--draws", type=int, default=10, help="random offsets per clip for the shifted baseline")
-    p.add_argument("--json", help="report file (default: DATA/sync_eval.json)")
+    p.add_argument("--json", help="report file (default: a new DATA/sync_eval_NNNNN.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> None:
     try:
         _evaluate(args)
-    except (FileNotFoundError, MediaError) as error:
+    except (FileNotFoundError, FileExistsError, MediaError) as error:
         raise SystemExit(f"eval-sync: {error}") from None
 
 
@@ -132,18 +134,21 @@ def _evaluate(args: argparse.Namespace) -> None:
     sources.update(generated)
     if not sources:
         raise SystemExit("eval-sync: nothing to score (ground truth disabled, no --generated, no model)")
+    from ..cli.progress import bar
+
     started = time.perf_counter()
+    with bar(len(clips), "clips", unit="clip", enabled=None if not args.no_progress else False) as clip_bar:
+        def progress(done: int, total: int, stem: str) -> None:
+            clip_bar.n = done
+            clip_bar.set_postfix_str(stem, refresh=True)
 
-    def progress(done: int, total: int, stem: str) -> None:
-        print(f"\r{done}/{total} {stem}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-    report = evaluate(clips, sources, args.tolerance, args.draws, args.seed, progress=progress)
+        report = evaluate(clips, sources, args.tolerance, args.draws, args.seed, progress=progress)
     report["settings"] = {"data": str(args.data), "seconds": round(time.perf_counter() - started, 2),
                           "generated": {name: str(folder) for name, folder in args.generated}}
     if generated:
         report["settings"]["model"] = {"guidance": args.guidance, "steps": args.steps, "cfg_scale": args.cfg_scale,
                                        "sync_scale": args.sync_scale, "anchor": args.anchor, "seed": args.seed}
     print(format_table(report))
-    output = Path(args.json) if args.json else Path(args.data) / "sync_eval.json"
-    output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    output = Path(args.json) if args.json else Path(args.data) / (next_free_stem(args.data, "sync_eval") + ".json")
+    write_report(output, json.dumps(report, indent=1) + "\n", overwrite=args.overwrite)
     print(f"report: {output}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -62,6 +63,30 @@ def check_output_path(path: PathLike, extensions: Iterable[str], *, overwrite: b
     if not os.access(folder, os.W_OK):
         raise MediaError(path, "output folder is not writable", "check its permissions or choose another folder")
     return path
+
+
+def next_free_stem(folder: PathLike, stem: str) -> str:
+    """`<stem>_NNNNN`, numbered one above every `<stem>_NNNNN...` file in `folder`, whatever its
+    extension or suffix, so outputs of repeated runs never collide and sort in the order written."""
+    numbered = re.compile(re.escape(stem) + r"_(\d+)(?=[._]|$)")
+    folder = Path(folder)
+    taken = [int(m.group(1)) for p in folder.glob(f"{glob_escape(stem)}_*") if (m := numbered.match(p.name))]
+    return f"{stem}_{max(taken, default=0) + 1:05d}"
+
+
+def write_report(path: PathLike, text: str, *, overwrite: bool = False) -> Path:
+    """Write a text file (a JSON report, a summary) atomically, refusing to replace an existing one
+    unless `overwrite`."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"'{path}' already exists; pass --overwrite to replace it, or choose another name")
+    with atomic_output(path, overwrite=overwrite) as partial:
+        partial.write_text(text, encoding="utf-8")
+    return path
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,15 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 # Marker key (or key prefix) -> (kind, human description). The first match wins.
 _KIND_MARKERS = (
     ("triple_blocks.0.audio_mod.linear.weight", "foley_dit", "a HunyuanVideo-Foley MM-DiT"),
+    ("joint_blocks.0.latent_block.attn.qkv.weight", "mmaudio_net", "an MMAudio network"),
     ("encoder.block.0.weight_v", "dac_vae", "a DAC-VAE audio autoencoder"),
+    ("decoder.mid.attn_1.qkv.weight", "mmaudio_vae", "an MMAudio mel VAE"),
+    ("activation_post.act.alpha", "bigvgan", "a BigVGAN vocoder"),
     ("vfeat_extractor.", "synchformer", "a Synchformer"),
     ("lora_", "lora", "a LoRA adapter"),
     ("text_model.", "clap", "a CLAP / text-encoder model"),
     ("vision_model.", "siglip", "a SigLIP / image-encoder model"),
+    ("visual.conv1.weight", "mmaudio_clip", "an open_clip CLIP model"),
 )
 KIND_DESCRIPTIONS = {kind: text for _, kind, text in _KIND_MARKERS}
 # Wrappers that training frameworks and converters put around the released key names.
@@ -109,13 +114,17 @@ def _read_pickle(path: Path, device) -> Checkpoint:
 
 
 def _torch_load(path: Path, device):
-    try:
-        return torch.load(str(path), map_location=device, weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        # Legacy (non-zip) pickles cannot be memory-mapped; read them the plain way.
-        if "mmap" not in str(exc):
-            raise
-    return torch.load(str(path), map_location=device, weights_only=True)
+    with warnings.catch_warnings():
+        # torch warns about pickle protocols newer than its default before the safe unpickler decides;
+        # the decision (load, or refuse with our message) is what the user needs, not that warning.
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        try:
+            return torch.load(str(path), map_location=device, weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            # Legacy (non-zip) pickles cannot be memory-mapped; read them the plain way.
+            if "mmap" not in str(exc):
+                raise
+        return torch.load(str(path), map_location=device, weights_only=True)
 
 
 def _corrupt(path: Path, exc: Exception) -> CheckpointError:

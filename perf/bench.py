@@ -9,17 +9,19 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from ..models import dit_config
 from ..models.dit import FoleyDiT, parameter_count
-from ..demo.generate import add_memory_arguments, load_models
+from ..cli.options import add_memory_arguments, load_models
 from ..models.offload import BlockOffloader
 from ..models.ops import set_precision, stored_bytes
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, prepare_velocity
 from ..sampling.guidance import CFG, SyncCFG
+from ..media.files import write_report
 from .memory import track_peak_memory
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -119,11 +121,13 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line([_fmt(r.get(c)) for c in columns]) for r in rows])
 
 
-def _report(rows: list[dict], columns: list[str], json_path: str | None) -> None:
+def _report(rows: list[dict], columns: list[str], json_path: str | None, legend: dict[str, str] | None = None,
+            overwrite: bool = False) -> None:
     print(_table(rows, columns))
+    for column, meaning in (legend or {}).items():
+        print(f"  {column}: {meaning}")
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_report(json_path, json.dumps(rows, indent=2), overwrite=overwrite)
 
 
 def _config_label(args: argparse.Namespace) -> str:
@@ -137,6 +141,8 @@ def _fmt(value) -> str:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise SystemExit(f"bench: --json '{args.json}' already exists; pass --overwrite to replace it")
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,8 +177,16 @@ def run(args: argparse.Namespace) -> list[dict]:
         row["total_mib"] = row["weights_mib"] + row["peak_mib"]
     columns = ["measure", "config", "params_m", "dtype", "device", "gpu_blocks", "compile", "seconds", "forward_s", "step_s",
                "weights_mib", "peak_mib", "total_mib"]
-    _report(rows, columns, args.json)
+    _report(rows, columns, args.json, overwrite=args.overwrite)
     return rows
+
+
+E2E_LEGEND = {
+    "rtf": "real-time factor, total_s / audio_s: below 1 is faster than real time",
+    "working_mib": "tensors the run created (weights and inputs excluded; libraries' own scratch not seen)",
+    "rss_peak_mib": "the process's resident-memory high-water mark (weights, libraries, everything)",
+    "device_peak_mib": "GPU allocator high-water mark, weights included (CUDA only)",
+}
 
 
 def run_end_to_end(args: argparse.Namespace) -> list[dict]:
@@ -186,8 +200,9 @@ def run_end_to_end(args: argparse.Namespace) -> list[dict]:
            "config": models.dit.config.variant, "params_m": parameter_count(models.dit) / 1e6,
            "dtype": args.precision, "device": args.device, "steps": args.steps, **run_e2e(models, args)}
     columns = ["measure", "config", "params_m", "dtype", "device", "steps", "audio_s", "text_s", "video_s",
-               "sampling_s", "step_s", "decode_s", "mux_s", "total_s", "rtf", "peak_mib", "device_peak_mib"]
-    _report([row], columns, args.json)
+               "sampling_s", "step_s", "decode_s", "mux_s", "total_s", "rtf", "working_mib", "rss_peak_mib",
+               "device_peak_mib"]
+    _report([row], columns, args.json, E2E_LEGEND, overwrite=args.overwrite)
     return [row]
 
 
@@ -207,12 +222,12 @@ def run_reference(args: argparse.Namespace) -> list[dict]:
     rows = [{**common, **row} for row in rows]
     columns = ["implementation", "config", "dtype", "device", "compile", "seconds", "threads", "forward_s", "steps_per_s",
                "speedup", "peak_mib", "rel_diff"]
-    _report(rows, columns, args.json)
+    _report(rows, columns, args.json, overwrite=args.overwrite)
     return rows
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="time the DiT and sampling steps; print a table (and JSON)")
+    p = subparsers.add_parser("bench", description="Time the DiT, sampling steps, whole clips or the reference side by side.")
     p.add_argument("what", nargs="?", choices=["dit", "sampling", "all", "e2e", "reference"],
                    default="all", help="dit: one forward; sampling: one guided step; e2e: a whole clip with real "
                    "models; reference: our DiT next to the public implementation (--reference-src)")
@@ -226,6 +241,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     add_memory_arguments(p)
     p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                    help="torch.compile our DiT's blocks (backend: inductor when given bare)")

@@ -127,6 +127,8 @@ def encode_video(
         first = first or clip
         covered = float(clip.duration)
         last = covered <= chunk + 1e-9
+        if last and duration + covered < SEGMENT_FRAMES / sync_fps - 1e-9:  # checked before any encoding
+            raise _too_short(where, duration + covered, start, sync_fps)
         span = covered if last else chunk
         image_count = math.floor(span * image_fps + 1e-9)
         segment_count = None if last else int(round(chunk * sync_fps / SEGMENT_STRIDE))
@@ -140,10 +142,7 @@ def encode_video(
         if last:
             break
     if not sync_parts:
-        raise ValueError(
-            f"{where} gives {duration:.2f} s of video from {start:.2f} s on; at least "
-            f"{SEGMENT_FRAMES / sync_fps:.2f} s (one Synchformer segment) is needed"
-        )
+        raise _too_short(where, duration, start, sync_fps)
     static_clip, static_sync = static_features(first, image_encoder, sync_encoder) if static_anchor else (None, None)
     sync = torch.cat(sync_parts)  # [S, tokens, D]
     return VisualFeatures(
@@ -158,3 +157,8 @@ def encode_video(
         segment_stride=SEGMENT_STRIDE,
         tokens_per_segment=sync.shape[1],
     )
+
+
+def _too_short(where: str, seconds: float, start: float, sync_fps: float) -> ValueError:
+    return ValueError(f"{where} gives {seconds:.2f} s of video from {start:.2f} s on; at least "
+                      f"{SEGMENT_FRAMES / sync_fps:.2f} s (one Synchformer segment) is needed")

@@ -126,10 +126,10 @@ class FoleyPipeline:
             return encode_text(self.models.text_encoder, prompt, negative_prompt)
 
     def encode_video(self, source, start: float = 0.0, max_duration: float | None = None,
-                     static_anchor: bool = True) -> VisualFeatures:
+                     static_anchor: bool = True, progress: Callable[[float], None] | None = None) -> VisualFeatures:
         with self._on_device(self.models.image_encoder, self.models.sync_encoder):
             return encode_video(source, self.models.image_encoder, self.models.sync_encoder, start, max_duration,
-                                static_anchor)
+                                static_anchor, progress)
 
     def sample(self, text: TextFeatures, visual: VisualFeatures | None, guidance: Guidance = CFG(),
                options: SamplingOptions = SamplingOptions(), duration: float | None = None,
@@ -153,13 +153,42 @@ class FoleyPipeline:
         duration: float | None = None,
         start: float = 0.0,
         callback: Callable[[dict], None] | None = None,
+        progress: Callable[[str, float, float | None], None] | None = None,
     ) -> FoleyResult:
-        """Audio for `video` (a file or `(IMAGE frames, fps)`) or, without one, for `prompt` alone."""
+        """Audio for `video` (a file or `(IMAGE frames, fps)`) or, without one, for `prompt` alone.
+
+        `progress(stage, done, total)` follows the slow stages: "video" (seconds encoded), "sampling"
+        (steps), "decoding"; `callback(info)` gets every sampling step's details.
+        """
+        report = progress or (lambda stage, done, total=None: None)
         text = self.encode_text(prompt, negative_prompt)
         visual = None
         if video is not None:
-            visual = self.encode_video(video, start, duration, static_anchor=getattr(guidance, "anchor", None) == "static")
-        latents = self.sample(text, visual, guidance, options, duration, callback)
+            seconds = duration if duration is not None or progress is None else _video_seconds(video, start)
+            visual = self.encode_video(video, start, duration, getattr(guidance, "anchor", None) == "static",
+                                       progress=lambda done: report("video", round(done, 2), seconds))
+
+        def step(info: dict) -> None:
+            report("sampling", info["i"] + 1, options.steps)
+            if callback is not None:
+                callback(info)
+
+        latents = self.sample(text, visual, guidance, options, duration, step)
         duration = duration if duration is not None else visual.duration
+        report("decoding", 0, 1)
         waveform, rate = self.decode(latents, duration)
+        report("decoding", 1, 1)
         return FoleyResult(waveform, rate, latents, duration, text, visual)
+
+
+def _video_seconds(video, start: float) -> float | None:
+    """Seconds of video from `start` (for progress totals), or None when it cannot be told cheaply."""
+    if isinstance(video, tuple):
+        images, fps = video
+        return max(0.0, images.shape[0] / fps - start)
+    from ..media import probe_video
+
+    try:
+        return round(max(0.0, probe_video(video).duration - start), 2)
+    except (OSError, ValueError):
+        return None

@@ -3,8 +3,11 @@
 Every item runs the same graph with its own overrides through one executor, whose cache keeps the
 nodes whose inputs did not change (the model loaders), so models load once. Each item's outcome is
 appended to a ledger (`ledger-<rank>.jsonl` in the output folder, one JSON line per item, written
-with a single append and fsync); a re-run skips the items that a ledger marks done and whose output
-files still exist. One item failing is recorded and the batch goes on.
+with a single append and fsync); a re-run skips the items that a ledger marks done with the same
+result key and whose output files still exist. The key digests what decides an item's result: the
+graph with every override applied (output names aside) and the size and time of every file it
+names (the video, the model files), so changed settings or a replaced model regenerate. `force`
+re-runs everything. One item failing is recorded and the batch goes on.
 """
 from __future__ import annotations
 
@@ -107,7 +110,8 @@ class Ledger:
             os.close(fd)
 
     def finished(self) -> dict[str, dict]:
-        """Items some ledger (any rank) marks done whose outputs are all still there."""
+        """Items some ledger (any rank) marks done whose outputs are all still there (the last entry
+        of an item wins)."""
         done = {}
         for path in sorted(self.folder.glob("ledger-*.jsonl")):
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -142,24 +146,65 @@ def split_for_process(items: list) -> tuple[list, int, int]:
         return list(mine), state.process_index, state.num_processes
 
 
+OUTPUT_NAMING = ("filename_prefix",)  # inputs that name the files, not what is in them
+
+
+def result_key(prompt: dict, locate: Callable[[str], Path | None]) -> str:
+    """A digest of what decides a run's result: each node's class and inputs (output naming aside),
+    and the size and modification time of every file an input names (`locate` finds them)."""
+    nodes = []
+    for node_id in sorted(prompt):
+        node = prompt[node_id]
+        inputs = {k: v for k, v in node.get("inputs", {}).items() if k not in OUTPUT_NAMING}
+        files = {}
+        for name, value in inputs.items():
+            path = locate(value) if isinstance(value, str) and value else None
+            if path is not None:
+                stat = path.stat()
+                files[name] = [str(path), stat.st_size, stat.st_mtime_ns]
+        nodes.append([node_id, node.get("class_type"), inputs, files])
+    return hashlib.sha256(json.dumps(nodes, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def locate_local_file(value: str) -> Path | None:
+    """The file an input value names here: a path, a name in the input folder, or a model file or
+    encoder folder's config in the model folders; None when it names no file."""
+    from ..nodes.host import host
+
+    candidates = [Path(value).expanduser(), host().get_input_dir() / value]
+    candidates += [folder / value for folder in host().model_dirs()]
+    for candidate in candidates:
+        try:
+            if candidate.is_file():
+                return candidate.resolve()
+            if candidate.is_dir() and (candidate / "config.json").is_file():
+                return (candidate / "config.json").resolve()
+        except OSError:  # a value too long or odd to be a path
+            continue
+    return None
+
+
 def run_batch(workflow: Workflow, items: list[BatchItem], runner: ItemRunner, output_dir: str | Path,
-              registry=None, overrides: list[Override] = (), log: Callable[[str], None] = print) -> BatchSummary:
-    """Run every item not done yet; record each outcome; stop early only when interrupted."""
+              registry=None, overrides: list[Override] = (), log: Callable[[str], None] = print,
+              force: bool = False, locate: Callable[[str], Path | None] = locate_local_file) -> BatchSummary:
+    """Run every item not done yet with the same result key (every item with `force`); record each
+    outcome; stop early only when interrupted."""
     mine, rank, world = split_for_process(items)
     ledger = Ledger(output_dir, rank)
-    finished = ledger.finished()
+    finished = {} if force else ledger.finished()
     summary = BatchSummary()
     where = f"[rank {rank}/{world}] " if world > 1 else ""
     for index, item in enumerate(mine, 1):
         label = f"{where}[{index}/{len(mine)}] {Path(item.video).name if item.video else item.id}"
-        if item.id in finished:
-            summary.skipped.append(item.id)
-            summary.outputs[item.id] = finished[item.id].get("outputs", [])
-            continue
         started = time.perf_counter()
         try:
             prompt = apply_overrides(workflow.prompt, [*overrides, *_prefix_overrides(workflow.prompt, item), *item.overrides],
                                      registry)
+            key = result_key(prompt, locate)
+            if finished.get(item.id, {}).get("key") == key:
+                summary.skipped.append(item.id)
+                summary.outputs[item.id] = finished[item.id].get("outputs", [])
+                continue
             result = runner.run(Workflow(prompt, workflow.ui, workflow.source, workflow.format))
         except RunInterrupted:
             log(f"{label}: interrupted")
@@ -172,7 +217,7 @@ def run_batch(workflow: Workflow, items: list[BatchItem], runner: ItemRunner, ou
             log(f"{label}: FAILED: {message}")
             continue
         files = [str(Path(f).resolve()) for f in result.files]
-        ledger.append({"id": item.id, "video": item.video, "status": "done", "outputs": files,
+        ledger.append({"id": item.id, "key": key, "video": item.video, "status": "done", "outputs": files,
                        "seconds": round(time.perf_counter() - started, 3)})
         summary.done.append(item.id)
         summary.outputs[item.id] = files

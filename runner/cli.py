@@ -17,8 +17,7 @@ SHORTCUTS = ("video", "prompt", "seed")
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "run", help="run a ComfyUI workflow file (API or UI format) without ComfyUI, or on a ComfyUI server",
-        description="Run a workflow file saved from ComfyUI (UI or API format) with this pack's nodes, "
+        "run", description="Run a workflow file saved from ComfyUI (UI or API format) with this pack's nodes, "
                     "over one input or a batch, or submit it to a running ComfyUI with --server.")
     p.add_argument("workflow", help="workflow JSON file")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="[NODE_ID.]INPUT=VALUE",
@@ -32,11 +31,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--batch", metavar="FOLDER_OR_CSV",
                    help="run once per video of a folder, or per row of a CSV (columns: video, prompt, other inputs); "
-                        "resumable: items done by an earlier run are skipped")
+                        "resumable: items an earlier run did with the same settings, models and videos are skipped")
+    p.add_argument("--force", action="store_true", help="--batch: run every item again, even those done before")
     p.add_argument("--server", metavar="URL", help="run on this ComfyUI server instead (inputs uploaded, outputs downloaded)")
     p.add_argument("--timeout", type=float, default=3600.0, help="--server: seconds to wait per run (default 3600)")
     p.add_argument("--check", action="store_true", help="validate the workflow (with the overrides) and exit")
     p.add_argument("--json", metavar="FILE", help="write a machine-readable summary to FILE ('-' for stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_command)
 
@@ -45,6 +46,10 @@ def run_command(args: argparse.Namespace) -> None:
     from .errors import NodeExecutionError, RunInterrupted, WorkflowError
     from .remote import RemoteError
 
+    if args.json and args.json != "-" and Path(args.json).exists() and not args.overwrite:
+        print(f"error: --json '{args.json}' already exists; pass --overwrite to replace it, or choose another name",
+              file=sys.stderr)
+        raise SystemExit(2)
     summary: dict = {"workflow": args.workflow, "server": args.server}
     code = 0
     try:
@@ -68,7 +73,9 @@ def run_command(args: argparse.Namespace) -> None:
         if args.json == "-":
             print(text)
         else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            from ..media.files import write_report
+
+            write_report(args.json, text + "\n", overwrite=args.overwrite)
     if code:
         raise SystemExit(code)
 
@@ -96,7 +103,7 @@ def _run(args: argparse.Namespace) -> dict:
     with stop_on_ctrl_c(interrupt):
         if items is not None:
             summary = run_batch(workflow, items, runner, _output_dir(args), registry,
-                                log=lambda line: print(line, file=sys.stderr))
+                                log=lambda line: print(line, file=sys.stderr), force=args.force)
             print(f"batch: {len(summary.done)} done, {len(summary.skipped)} done before, {len(summary.failed)} failed",
                   file=sys.stderr)
             for item_id, error in summary.failed.items():
@@ -135,7 +142,9 @@ def _make_runner(args):
     from .execute import Executor
     from .progress import TqdmProgress
 
-    progress = TqdmProgress(enabled=not args.no_progress)
+    from ..cli.progress import wanted
+
+    progress = TqdmProgress(enabled=wanted(not args.no_progress))
     settings = {"output_dir": args.output, "input_dir": args.input, "models_dir": args.models, "device": args.device}
     configure(progress_factory=progress.step_bar, **{k: v for k, v in settings.items() if v is not None})
     executor = Executor(listener=progress)

@@ -73,12 +73,17 @@ def _target(prompt: dict, override: Override, registry: Mapping[str, type]) -> s
                                          f"'{name}'; its inputs: {', '.join(declared) or 'none'}",
                                          node_id=override.node_id, class_type=node.get("class_type"), input_name=name)])
         return override.node_id
-    if override.node_id is not None:  # "a.b=..." where "a" is no node: the name itself has a dot
+    missing_node = override.node_id
+    if missing_node is not None:  # "a.b=..." where "a" is no node: perhaps the name itself has a dot
         name = f"{override.node_id}.{name}"
         override = Override(name, override.value)
     candidates = [i for i, node in prompt.items() if name in _declared(node, registry, values_only=True)]
     if len(candidates) == 1:
         return candidates[0]
+    if not candidates and missing_node is not None:
+        nodes = ", ".join(f"{i} ({node.get('class_type')})" for i, node in prompt.items())
+        raise WorkflowError([problem("bad_override", f"--set {name}=...: this workflow has no node {missing_node}; "
+                                     f"its nodes: {nodes}", input_name=override.input)])
     if not candidates:
         found = sorted({n for node in prompt.values() for n in _declared(node, registry, values_only=True)})
         raise WorkflowError([problem("bad_override", f"no node has an input named '{name}'; inputs in this workflow: "

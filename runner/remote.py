@@ -3,20 +3,23 @@
 Local input files named by the workflow are uploaded (POST /upload/image, which takes any media) and
 the inputs rewritten to the uploaded names; the prompt is queued (POST /prompt), its history polled
 (GET /history/<id>) and the output files downloaded (GET /view) into the local output folder.
-Standard library only.
+HTTP with the standard library; files are streamed both ways.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..media.files import atomic_output, next_free_stem
 from .errors import NodeExecutionError, RunInterrupted, WorkflowError
 from .execute import RunResult
 from .validate import check_format
@@ -24,6 +27,7 @@ from .workflow import Workflow
 
 MEDIA_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif", ".wav", ".flac", ".mp3", ".ogg",
                   ".m4a", ".aac", ".png", ".jpg", ".jpeg", ".webp")
+CHUNK_BYTES = 1 << 20
 
 
 class RemoteError(RuntimeError):
@@ -38,15 +42,23 @@ class ComfyClient:
         self.request_timeout = request_timeout
         self.client_id = uuid.uuid4().hex
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, bytes]:
+        """(status, body); `body` may be bytes or an iterable of byte chunks (with a Content-Length header)."""
+        with self.open(method, path, body, headers) as (status, response):
+            return status, response.read()
+
+    @contextmanager
+    def open(self, method: str, path: str, body=None, headers: dict | None = None):
+        """Yields (status, readable response) for reading the answer in pieces."""
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
         try:
-            with urllib.request.urlopen(req, timeout=self.request_timeout) as response:
-                return response.status, response.read()
+            response = urllib.request.urlopen(req, timeout=self.request_timeout)
         except urllib.error.HTTPError as e:
-            return e.code, e.read()
+            response = e
         except (urllib.error.URLError, OSError) as e:
             raise RemoteError(f"cannot reach ComfyUI at {self.url}: {getattr(e, 'reason', e)}") from e
+        with response:
+            yield getattr(response, "status", None) or response.code, response
 
     def get_json(self, path: str) -> Any:
         status, body = self.request("GET", path)
@@ -63,8 +75,18 @@ class ComfyClient:
         head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
                 "Content-Type: application/octet-stream\r\n\r\n").encode()
         tail = f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\ninput\r\n--{boundary}--\r\n'.encode()
-        status, body = self.request("POST", "/upload/image", head + path.read_bytes() + tail,
-                                    {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+        def parts():  # the file is streamed, never held in memory whole
+            yield head
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    yield chunk
+            yield tail
+
+        size = len(head) + path.stat().st_size + len(tail)
+        status, body = self.request("POST", "/upload/image", parts(),
+                                    {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                     "Content-Length": str(size)})
         if status != 200:
             raise RemoteError(f"uploading {path} failed ({status}): {body[:300].decode(errors='replace')}")
         answer = json.loads(body)
@@ -96,15 +118,33 @@ class ComfyClient:
             poll = min(poll * 1.5, 1.0)  # quick answers for short jobs, few requests for long ones
 
     def download(self, item: dict, folder: Path) -> Path:
+        """Stream an output file into `folder` (under its subfolder), never outside it and never over
+        an existing file: a name already taken gets a number."""
+        target = local_target(folder, item)
         query = urllib.parse.urlencode({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                                         "type": item.get("type", "output")})
-        status, body = self.request("GET", f"/view?{query}")
-        if status != 200:
-            raise RemoteError(f"downloading {item['filename']} failed ({status})")
-        target = folder / (item.get("subfolder") or "") / item["filename"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
+        with self.open("GET", f"/view?{query}") as (status, response):
+            if status != 200:
+                raise RemoteError(f"downloading {item['filename']} failed ({status})")
+            with atomic_output(target, overwrite=False) as partial, open(partial, "wb") as f:
+                shutil.copyfileobj(response, f, CHUNK_BYTES)
         return target
+
+
+def local_target(folder: Path, item: dict) -> Path:
+    """Where a server's output `{filename, subfolder}` goes under `folder`. The names come from the
+    server: absolute paths and `..` that would leave `folder` are refused."""
+    root = Path(folder).resolve()
+    name, subfolder = str(item.get("filename", "")), str(item.get("subfolder") or "")
+    target = (root / subfolder / name).resolve()
+    if (not name or Path(name).is_absolute() or Path(subfolder).is_absolute() or Path(name).name != name
+            or root not in target.parents):
+        raise RemoteError(f"the server named an output '{subfolder + '/' if subfolder else ''}{name}' that would be "
+                          f"written outside the output folder {root}; refusing it (is the server what you think?)")
+    if target.exists():
+        target = target.with_name(next_free_stem(target.parent, target.stem) + target.suffix)
+    return target
 
 
 class RemoteRunner:

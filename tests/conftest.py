@@ -16,6 +16,22 @@ sys.path.insert(0, str(TESTS_DIR))  # helper modules beside the tests (media_fix
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_host():
+    """Every test starts with the host settings it found and leaves them so: commands such as
+    `syncfoley run` configure the process-wide host, and a test's folders must not leak into the next."""
+    from dataclasses import fields
+
+    from syncfoley.nodes.host import host
+
+    current = host()
+    saved = {f.name: getattr(current, f.name) for f in fields(current) if f.name != "interrupt_event"}
+    yield
+    for name, value in saved.items():
+        setattr(current, name, value)
+    current.interrupt_event.clear()
+
+
 def _reference_dir() -> Path | None:
     candidates = [os.environ.get("SYNCFOLEY_REFERENCE"), REPO_ROOT.parent / "shared" / "reference",
                   REPO_ROOT / "shared" / "reference"]

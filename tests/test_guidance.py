@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from conftest import random_text_features, random_visual_features
+from conftest import max_abs_error_ratio, random_text_features, random_visual_features
 
 from syncfoley.sampling.features import TextFeatures
 from syncfoley.sampling.generate import SamplingOptions, generate_latents
@@ -39,12 +39,14 @@ def reference_euler_cfg(model, noise, text, visual, steps, scale):
     return latents
 
 
-def test_euler_cfg_reproduces_the_reference_loop_bit_for_bit(parity_dit, conditions):
+def test_euler_cfg_reproduces_the_reference_loop(parity_dit, conditions):
     text, visual = conditions
     noise = initial_noise([7], 128, 100)
     ours = generate_latents(parity_dit, text, visual, CFG(4.5), SamplingOptions(steps=4), noise=noise)
     reference = reference_euler_cfg(parity_dit, noise, text, visual, steps=4, scale=4.5)
-    assert torch.equal(ours, reference)
+    # Bitwise on some CPUs; elsewhere BLAS blocks a batch of 1 (our per-branch text projections) and a
+    # batch of 2 (the reference's) differently, which moves the last bits only.
+    assert max_abs_error_ratio(ours, reference) < 1e-5
 
 
 def test_sync_cfg_with_zero_sync_scale_equals_cfg(parity_dit, conditions):

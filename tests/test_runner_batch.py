@@ -128,3 +128,47 @@ def test_cli_batch_exit_code_and_summary(videos, toy_env, tmp_path, capsys):
     assert "batch: 18 done, 0 done before, 2 failed" in err and "FAILED" in err and CORRUPT[1] in err
     report = json.loads((tmp_path / "s.json").read_text())
     assert report["status"] == "failed" and len(report["done"]) == 18
+
+
+def test_a_rerun_with_other_settings_regenerates_and_force_runs_all(toy_env):
+    from syncfoley.runner import Override
+
+    folder = toy_env / "clips"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_video(folder / name)
+    out, items = toy_env / "output", batch_items(folder)
+
+    def run(*overrides, **options):
+        CALLS.clear()
+        return run_batch(Workflow(api_workflow("x.mp4")), items, Executor(REGISTRY), out, REGISTRY, list(overrides),
+                         log=lambda line: None, **options)
+
+    assert len(run().done) == 2
+    assert len(run().skipped) == 2 and CALLS["sampler"] == 0  # nothing changed: nothing to do
+    changed = run(Override("steps", 2))
+    assert len(changed.done) == 2 and CALLS["sampler"] == 2  # other settings: other results
+    assert len(run(Override("steps", 2)).skipped) == 2
+    assert len(run(Override("steps", 2), Override("filename_prefix", "renamed")).skipped) == 2  # names only
+    write_video(folder / "b.mp4", shade=90)  # a video replaced under the same name
+    assert [Path(i).name for i in run(Override("steps", 2)).done] == ["b.mp4"]
+    forced = run(Override("steps", 2), force=True)
+    assert len(forced.done) == 2 and forced.skipped == [] and CALLS["sampler"] == 2
+
+
+def test_the_result_key_follows_model_files_named_by_the_graph(toy_env, tmp_path):
+    from syncfoley.runner.batch import locate_local_file, result_key
+
+    models = tmp_path / "models" / "foley"
+    models.mkdir(parents=True)
+    checkpoint = models / "tiny-a.safetensors"
+    checkpoint.write_bytes(b"first")
+    from syncfoley.nodes.host import configure
+
+    configure(models_dir=tmp_path / "models")
+    prompt = api_workflow("x.mp4")
+    assert locate_local_file("tiny-a.safetensors") == checkpoint.resolve()
+    before = result_key(prompt, locate_local_file)
+    checkpoint.write_bytes(b"second, longer")  # the user swapped in another model file
+    assert result_key(prompt, locate_local_file) != before
+    assert locate_local_file("no such file.mp4") is None and locate_local_file("x" * 5000) is None

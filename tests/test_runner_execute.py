@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import math
 import signal
 import threading
@@ -113,6 +114,8 @@ def test_overrides_by_node_by_name_and_their_errors():
         apply_overrides(prompt, [parse_set("4.step=1")], REGISTRY)
     with pytest.raises(WorkflowError, match=r"no node has an input named 'video_path'; inputs in this workflow: .*video"):
         apply_overrides(prompt, [parse_set("video_path=x")], REGISTRY)
+    with pytest.raises(WorkflowError, match=r"this workflow has no node 99; its nodes: 1 \(ToyLoader\), 2 \(ToyVideo\)"):
+        apply_overrides(prompt, [parse_set("99.steps=3")], REGISTRY)
     prompt["7"] = {"class_type": "ToyMux", "inputs": {"video": ["2", 0], "audio": ["4", 0]}}
     assert apply_overrides(prompt, [Override("video", "new.mp4")], REGISTRY)["2"]["inputs"]["video"] == "new.mp4"
     with pytest.raises(WorkflowError, match=r"node 7 \(ToyMux\) input 'video': takes a link from a node's TOY_FRAMES"):
@@ -180,9 +183,13 @@ def test_ctrl_c_asks_nodes_to_stop_then_aborts(capsys):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_cli_shows_progress_on_stderr(clip, toy_env, tmp_path, capsys):
+def test_cli_shows_progress_on_a_terminal_and_not_in_a_pipe(clip, toy_env, tmp_path, capsys, monkeypatch):
     path = tmp_path / "graph.json"
     path.write_text(json.dumps(api_workflow(clip)))
+    main(["run", str(path), "--output", str(tmp_path / "out")])
+    piped = capsys.readouterr().err
+    assert "ToySampler #4" not in piped and "5 nodes run, 0 cached" in piped
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     main(["run", str(path), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert "ToySampler #4" in err and "5 nodes run, 0 cached" in err

@@ -83,3 +83,44 @@ def test_remote_batch(server, toy_env):
                         RemoteRunner(server.url, toy_env / "got", timeout=20), toy_env / "got", log=lambda line: None)
     assert len(summary.done) == 2 and len(summary.failed) == 1
     assert sorted(p.name for p in (toy_env / "got").glob("*.json")) == ["toy_a_00001.json", "toy_b_00001.json"]
+
+
+@pytest.mark.parametrize("item", [{"filename": "../x.json"}, {"filename": "x.json", "subfolder": "../.."},
+                                  {"filename": "/etc/x.json"}, {"filename": "x.json", "subfolder": "/tmp"},
+                                  {"filename": "a/../../x.json"}, {"filename": ""}])
+def test_a_server_naming_files_outside_the_output_folder_is_refused(server, toy_env, item):
+    from syncfoley.runner.remote import ComfyClient
+
+    (server.output_dir / "x.json").write_text("{}")
+    target = toy_env / "downloads"
+    with pytest.raises(RemoteError, match="outside the output folder"):
+        ComfyClient(server.url).download({**item, "type": "output"}, target)
+    assert not any(toy_env.rglob("x.json*")) or sorted(p for p in toy_env.rglob("x.json")) == [server.output_dir / "x.json"]
+
+
+def test_downloads_never_replace_a_local_file_and_uploads_stream(server, toy_env, monkeypatch):
+    from syncfoley.runner.remote import CHUNK_BYTES, ComfyClient
+
+    (toy_env / "local").mkdir()
+    clip = write_video(toy_env / "local" / "clip.mp4")
+    downloads = toy_env / "downloads"
+    downloads.mkdir()
+    (downloads / "toy_00001.json").write_text("mine")
+    bodies, request = [], ComfyClient.request
+
+    def recording(self, method, path, body=None, headers=None):
+        if path == "/upload/image":
+            body = list(body)  # the chunks the request would send, none above CHUNK_BYTES of the file
+            bodies.append(body)
+        return request(self, method, path, body, headers)
+
+    monkeypatch.setattr(ComfyClient, "request", recording)
+    monkeypatch.setattr("syncfoley.runner.remote.CHUNK_BYTES", 100)
+    result = RemoteRunner(server.url, downloads, timeout=20).run(Workflow(api_workflow(str(clip))))
+    (chunks,) = bodies
+    assert len(chunks) > 3 and max(len(c) for c in chunks[1:-1]) <= 100 < clip.stat().st_size
+    assert CHUNK_BYTES == 1 << 20
+    assert (downloads / "toy_00001.json").read_text() == "mine"
+    assert result.files == [downloads / "toy_00001_00001.json"]
+    assert json.loads(result.files[0].read_text())["seed"] == 7
+    assert (server.input_dir / "clip.mp4").read_bytes() == clip.read_bytes()

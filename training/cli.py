@@ -22,8 +22,7 @@ Ctrl-C stops after the current step and writes a checkpoint; --resume continues 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="fine-tune (LoRA or full) or train a Foley model on a folder of videos",
-        description="Train on a folder of videos: cache encoder features and VAE latents once, then train with "
+        "train", description="Train on a folder of videos: cache encoder features and VAE latents once, then train with "
                     "flow matching, condition dropout and REPA.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="training recipe (.toml, or .json with the same structure)")
@@ -32,7 +31,7 @@ def add_parser(subparsers) -> None:
                    help="continue from the run's latest checkpoint, or from the given step-* folder")
     p.add_argument("--max-steps", type=int, metavar="N", help="override [train] max_steps")
     p.add_argument("--output", metavar="DIR", help="override the run folder (output)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
     p.set_defaults(func=train_command)
 
 
@@ -79,9 +78,9 @@ def _train(config, args, show_progress: bool, say, stop: threading.Event):
     trainer = Trainer(config, log=say)
     bar = None
     if show_progress:
-        from tqdm import tqdm
+        from ..cli.progress import bar as progress_bar
 
-        bar = tqdm(total=config.train.max_steps, desc="training", unit="step", file=sys.stderr)
+        bar = progress_bar(config.train.max_steps, "training", unit="step")
 
     def on_step(info) -> None:
         if bar is not None:

@@ -315,8 +315,7 @@ def normalise_latents(vae, clips: list[torch.Tensor], max_clips: int = 256) -> t
 
 # Command line -----------------------------------------------------------------------------------------
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train-vae", help="train a small DAC-VAE from scratch on the audio of a video folder",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("train-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="VAE recipe (.toml)")
     p.add_argument("--max-steps", type=int, metavar="N", help="override [train] max_steps")
     p.add_argument("--output", metavar="DIR", help="override the output folder")
