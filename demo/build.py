@@ -9,6 +9,7 @@ Steps (each can be run alone with `--only`; later steps reuse what earlier ones 
   sweep     SyncCFG's sync_scale chosen on the validation clips (never the test clips)
   evaluate  onset F1 / AV-Align of CFG and SyncCFG on the 50 test clips, beside the ground truth and
             the random-onset baseline (`syncfoley eval-sync`); the table goes into the manifest
+  examples  the example videos Load Video offers by name (demo/examples/)
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ DATASETS = {"train": (1000, 1), "val": (30, 2), "test": (50, 3)}  # clips, datas
 CLIP = {"duration": 3.84, "fps": 25, "size": (64, 64)}
 SYNC_SCALES = (0.5, 1.0, 2.0, 3.0)
 EVAL_STEPS = 25
-STEPS = ("data", "encoders", "vae", "dit", "export", "sweep", "evaluate")
+STEPS = ("data", "encoders", "vae", "dit", "export", "sweep", "evaluate", "examples")
 
 
 def _manifest() -> dict:
@@ -55,6 +56,18 @@ def build_data(log=print) -> dict:
             write_dataset(folder, count, seed, overwrite=True, **CLIP)
     return {"datasets": {n: {"clips": c, "seed": s, **CLIP, "size": list(CLIP["size"])} for n, (c, s) in DATASETS.items()},
             "generator_version": GENERATOR_VERSION, "data_seconds": round(time.perf_counter() - started, 1)}
+
+
+def build_examples(log=print) -> None:
+    from ..media import write_video
+    from .world import generate_clip
+
+    bundle.EXAMPLES.mkdir(exist_ok=True)
+    for name, (seed, seconds, size) in bundle.EXAMPLE_VIDEOS.items():
+        clip = generate_clip(seed, duration=seconds, size=size, objects=3 if "long" in name else None)
+        write_video(clip.frames, clip.fps, bundle.EXAMPLES / name, audio=clip.audio, sample_rate=clip.sample_rate,
+                    overwrite=True)
+        log(f"{name}: {clip.caption}")
 
 
 def build_encoders() -> None:
@@ -177,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                    "evaluate": evaluate_test}.get(step)
         if step == "encoders":
             build_encoders()
+        elif step == "examples":
+            build_examples(log=lambda m: print(m, flush=True))
         elif step == "export":
             _update(**export())
         else:

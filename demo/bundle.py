@@ -1,8 +1,11 @@
-"""The built-in demo model: five small files in `demo/weights/`, chosen by the name "syncfoley-demo".
+"""The built-in demo model: five small files in `demo/weights/`, chosen by the name "syncfoley-demo";
+and the built-in example videos in `demo/examples/`, chosen by their names.
 
 Every loader (`pipeline.loaders`, the loader nodes, `FoleyModels`) accepts `DEMO_MODEL` in place of a
-file or folder and loads the demo's part; the demo encoder files also load by path. The weights are
-built by `python -m syncfoley.demo.build` (data, VAE and DiT training from the recipes in `demo/`).
+file or folder and loads the demo's part; the demo encoder files also load by path. Load Video offers
+the example clips by name beside the input folder's videos, so the shipped workflows run on a fresh
+install. The weights and clips are built by `python -m syncfoley.demo.build` (data, VAE and DiT
+training from the recipes in `demo/`; the clips are seeded scenes of the synthetic world).
 """
 from __future__ import annotations
 
@@ -18,6 +21,25 @@ FILES = {
     "clap": "demo_clap.safetensors",
     "siglip": "demo_siglip.safetensors",
 }
+
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+# name -> (world seed, seconds, size): short for the demo workflow, long for windowed sampling
+EXAMPLE_VIDEOS = {
+    "syncfoley-example.mp4": (3, 3.84, (256, 256)),
+    "syncfoley-example-long.mp4": (1, 16.64, (256, 256)),
+}
+
+
+def example_video(name: str) -> Path | None:
+    """The shipped example clip called `name`, or None when `name` is not one."""
+    if name not in EXAMPLE_VIDEOS:
+        return None
+    path = EXAMPLES / name
+    if not path.is_file():
+        raise FileNotFoundError(f"the example video {name} ({path}) is missing from this installation; rebuild it "
+                                "with `python -m syncfoley.demo.build --only examples` or reinstall the package")
+    return path
 
 
 def is_demo(name: str | os.PathLike | None) -> bool:

@@ -1,4 +1,4 @@
-"""Save Audio: AUDIO to wav/flac/mp3/opus files in the output folder, with ComfyUI's audio preview."""
+"""Save Audio: AUDIO to wav/flac/mp3/opus files in the output folder, with ComfyUI's audio player."""
 from __future__ import annotations
 
 from ..media import audio_from_comfy, save_audio
@@ -24,9 +24,13 @@ class SyncFoleySaveAudio:
                                            "sub-folder of the output folder. _00001 etc. is appended."}),
             "format": (list(FORMATS), {"default": "flac", "tooltip": "wav (16-bit PCM), flac (lossless), "
                                        "mp3 or opus (compressed)."}),
+        }, "optional": {
+            # The frontend draws its audio player for an input of this type and name (as on core's Save
+            # Audio); it carries no value the node needs (older frontends send "").
+            "audioUI": ("AUDIO_UI", {"tooltip": "The player of the saved audio (drawn by ComfyUI)."}),
         }}
 
-    def save(self, audio: dict, filename_prefix: str, format: str):
+    def save(self, audio: dict, filename_prefix: str, format: str, audioUI=None):
         if format not in FORMATS:
             raise input_error("format", f"'{format}' is not one of {', '.join(FORMATS)}")
         waveform = audio.get("waveform") if isinstance(audio, dict) else None

@@ -45,6 +45,31 @@ class FoleyVideo:
         return self.images[first:first + max(1, round(self.duration * self.fps))]
 
 
+@dataclass(frozen=True)
+class FileVideo:
+    """A video file as a VIDEO value where ComfyUI's own video type is not available (the headless
+    runner, ComfyUI before 0.3.31): the calls other nodes make on a VIDEO that is a file."""
+
+    path: str
+
+    def get_stream_source(self) -> str:
+        return self.path
+
+    def save_to(self, path: str, *args, **kwargs) -> None:
+        import shutil
+
+        shutil.copyfile(self.path, path)
+
+
+def as_comfy_video(path: str | Path):
+    """ComfyUI's VIDEO for a file (`VideoFromFile`) where the running ComfyUI has it, else a FileVideo."""
+    try:
+        from comfy_api.input_impl import VideoFromFile
+    except ImportError:
+        return FileVideo(str(path))
+    return VideoFromFile(str(path))
+
+
 # Errors -----------------------------------------------------------------------------------------------
 def input_error(name: str, message: str, kind: type[Exception] = ValueError) -> Exception:
     return kind(f"{name}: {message}")
@@ -108,8 +133,20 @@ def input_videos() -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
 
 
+def video_choices() -> list[str]:
+    """Load Video's list: the input folder's videos, then the pack's built-in example clips (a name in
+    the input folder wins over an example of the same name)."""
+    from ..demo.bundle import EXAMPLE_VIDEOS
+
+    found = input_videos()
+    return found + [name for name in EXAMPLE_VIDEOS if name not in found]
+
+
 def find_video(video: str, path: str = "") -> Path:
-    """`path` when given (any file), else `video`: a name in the input folder, or a path."""
+    """`path` when given (any file), else `video`: a name in the input folder, a built-in example clip,
+    or a path."""
+    from ..demo.bundle import example_video
+
     if path and path.strip():
         candidate = Path(path.strip()).expanduser()
         if not candidate.is_file():
@@ -124,12 +161,15 @@ def find_video(video: str, path: str = "") -> Path:
     inside = host().get_input_dir() / video
     if inside.is_file():
         return inside
+    with blame("video"):
+        example = example_video(video)
+    if example is not None:
+        return example
     if candidate.is_file():
         return candidate
-    available = input_videos()
-    listing = f"available: {', '.join(available)}" if available else "that folder has no video files"
-    raise input_error("video", f"no file '{video}' in the input folder '{host().get_input_dir().resolve()}'; {listing}",
-                      FileNotFoundError)
+    available = video_choices()
+    raise input_error("video", f"no file '{video}' in the input folder '{host().get_input_dir().resolve()}'; "
+                               f"available: {', '.join(available)}", FileNotFoundError)
 
 
 # Output files -------------------------------------------------------------------------------------------

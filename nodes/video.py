@@ -1,11 +1,14 @@
-"""Video in and out: Load Video (a file, or IMAGE frames from other packs) and Mux Video."""
+"""Video in and out: Load Video (a file, core's VIDEO, or IMAGE frames from other packs) and Mux Video
+(which also returns core's VIDEO where the running ComfyUI has that type, so Save Video and previews work)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from ..media import audio_from_comfy, audio_to_comfy, load_audio, mux_audio, probe_video, write_video
 from ..pipeline.visualize import preview_frames
-from .common import VIDEO, FoleyVideo, blame, find_video, input_error, input_videos, output_file
+from .common import VIDEO, FoleyVideo, as_comfy_video, blame, find_video, input_error, output_file, video_choices
 
 SILENCE_RATE = 48000
 CONTAINERS = ("mp4", "mkv", "mov", "webm")
@@ -13,8 +16,9 @@ CONTAINERS = ("mp4", "mkv", "mov", "webm")
 
 class SyncFoleyLoadVideo:
     DESCRIPTION = (
-        "Loads a video for Foley: a file from the input folder (or any path), or IMAGE frames with their fps from "
-        "another node. The FOLEY_VIDEO output keeps the source itself, so Visual Encode samples exact timestamps "
+        "Loads a video for Foley: a file from the input folder (or any path), a VIDEO from core's Load Video, or "
+        "IMAGE frames with their fps from another node. The FOLEY_VIDEO output keeps the source itself, so Visual "
+        "Encode samples exact timestamps "
         "and Mux Video copies the original picture untouched. The IMAGE output is for previews and other nodes: "
         "at most max_frames frames (a long clip is sampled at a lower rate, reported as fps) of at most max_side "
         "pixels.")
@@ -34,7 +38,9 @@ class SyncFoleyLoadVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "video": (input_videos(), {"tooltip": "A video in ComfyUI's input folder (a path also works)."}),
+                "video": (video_choices(), {"video_upload": True,
+                                            "tooltip": "A video in ComfyUI's input folder (a path also works); "
+                                                       "syncfoley-example*.mp4 are clips built into the pack."}),
                 "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01,
                                     "tooltip": "Seconds to skip at the beginning of the video."}),
                 "duration": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01,
@@ -47,6 +53,8 @@ class SyncFoleyLoadVideo:
             },
             "optional": {
                 "path": ("STRING", {"default": "", "tooltip": "Any video path; overrides the video list when set."}),
+                "video_in": ("VIDEO", {"tooltip": "A VIDEO from core nodes (Load Video, Create Video, ...); used "
+                                                  "instead of the list when connected."}),
                 "images": ("IMAGE", {"tooltip": "Frames from another node (e.g. VideoHelperSuite); used instead of "
                                                 "a file when connected."}),
                 "fps": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 1000.0, "step": 0.001,
@@ -55,14 +63,15 @@ class SyncFoleyLoadVideo:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video, path="", images=False):
-        # Linked inputs arrive as None: frames from a link or a path from a link cannot be checked yet.
-        if images is None or path is None or video is None:
+    def VALIDATE_INPUTS(cls, video):
+        # One argument only: ComfyUI repeats a failure once per argument. `path` (a free-text override)
+        # is checked when the node runs; `video` is checked here, which also lets it name a path.
+        if video is None:
             return True
         try:
-            find_video(video, path)
+            find_video(video)
         except (ValueError, OSError) as error:
-            return str(error)
+            return str(error).removeprefix("video: ")  # ComfyUI shows the input's name itself
         return True
 
     @classmethod
@@ -75,11 +84,18 @@ class SyncFoleyLoadVideo:
         return f"{file.resolve()}:{stat.st_mtime_ns}:{stat.st_size}"
 
     def load(self, video: str, start: float, duration: float, max_frames: int, max_side: int, path: str = "",
-             images: torch.Tensor | None = None, fps: float = 25.0):
+             images: torch.Tensor | None = None, fps: float = 25.0, video_in=None):
         if images is not None:
             return self._from_images(images, fps, start, duration)
-        file = find_video(video, path)
-        source = "path" if path and path.strip() else "video"
+        if video_in is not None:
+            file, source = _file_of(video_in), "video_in"
+            if file is None:  # a VIDEO made from frames: take its components
+                with blame(source):
+                    components = video_in.get_components()
+                return self._from_images(components.images, float(components.frame_rate), start, duration,
+                                         getattr(components, "audio", None))
+        else:
+            file, source = find_video(video, path), "path" if path and path.strip() else "video"
         with blame(source):
             info = probe_video(file)
         available = info.duration - start
@@ -97,7 +113,7 @@ class SyncFoleyLoadVideo:
         foley_video = FoleyVideo(str(file), float(rate), float(start), float(clip), has_audio=info.has_audio)
         return foley_video, frames, frames_fps, float(clip), audio
 
-    def _from_images(self, images: torch.Tensor, fps: float, start: float, duration: float):
+    def _from_images(self, images: torch.Tensor, fps: float, start: float, duration: float, audio: dict | None = None):
         if images.ndim != 4 or images.shape[0] == 0:
             raise input_error("images", f"expected a non-empty IMAGE batch [N, H, W, C], got {tuple(images.shape)}")
         total = images.shape[0] / fps
@@ -106,7 +122,23 @@ class SyncFoleyLoadVideo:
                                        f"({total:.2f} s at {fps:g} fps)")
         clip = total - start if duration <= 0 else min(duration, total - start)
         foley_video = FoleyVideo(None, float(fps), float(start), float(clip), images=images)
-        return foley_video, foley_video.clip_images(), float(fps), float(clip), _silence(clip)
+        sound = _silence(clip) if audio is None else _cut(audio, start, clip)
+        return foley_video, foley_video.clip_images(), float(fps), float(clip), sound
+
+
+def _file_of(video) -> Path | None:
+    """The file behind a core VIDEO (VideoFromFile), or None for one made from frames or bytes."""
+    source = getattr(video, "get_stream_source", lambda: None)()
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        return Path(source)
+    return None
+
+
+def _cut(audio: dict, start: float, seconds: float) -> dict:
+    """`seconds` of ComfyUI AUDIO from `start`."""
+    rate = int(audio["sample_rate"])
+    first = round(start * rate)
+    return {"waveform": audio["waveform"][..., first:first + round(seconds * rate)], "sample_rate": rate}
 
 
 def _silence(seconds: float) -> dict:
@@ -122,9 +154,10 @@ class SyncFoleyMuxVideo:
     CATEGORY = VIDEO
     FUNCTION = "mux"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("paths",)
-    OUTPUT_TOOLTIPS = ("The written files, one per line.",)
+    RETURN_TYPES = ("STRING", "VIDEO")
+    RETURN_NAMES = ("paths", "video")
+    OUTPUT_TOOLTIPS = ("The written files, one per line.",
+                       "The first take's file as core's VIDEO, for Save Video, previews and other video nodes.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -176,7 +209,7 @@ class SyncFoleyMuxVideo:
                               original_level=original_level)
             paths.append(str(path))
             entries.append({**entry, "format": f"video/{format}"})
-        return {"ui": {"images": entries, "animated": (True,)}, "result": ("\n".join(paths),)}
+        return {"ui": {"images": entries, "animated": (True,)}, "result": ("\n".join(paths), as_comfy_video(paths[0]))}
 
 
 NODES = {

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+# Widgets the browser draws from the input type alone (players): no value that runs need.
+DISPLAY_WIDGET_TYPES = ("AUDIO_UI",)
 SEED_NAMES = ("seed", "noise_seed")
 CONTROL_VALUES = ("fixed", "randomize", "increment", "decrement")
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
@@ -55,6 +57,11 @@ class InputSpec:
     def is_widget(self) -> bool:
         """Whether the browser draws it as a widget (and stores its value in widgets_values)."""
         return self.category != "hidden" and self.type_name in WIDGET_TYPES and not self.options.get("forceInput")
+
+    @property
+    def is_display(self) -> bool:
+        """A widget the browser draws from the type alone (a player); neither a socket nor a stored value."""
+        return self.type_name in DISPLAY_WIDGET_TYPES
 
     @property
     def has_control_value(self) -> bool:

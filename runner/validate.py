@@ -244,6 +244,8 @@ def coerce_value(spec: InputSpec, value: Any, check_limits: bool = True) -> tupl
         return False, value, bad
     elif kind == "STRING" and not isinstance(value, str):
         return False, value, bad
+    elif spec.is_display:  # a player's widget: whatever the browser sends ("" or nothing) is fine
+        return True, value, ()
     elif kind not in WIDGET_TYPES and spec.type != "*":
         return False, value, ("invalid_input_type", f"takes a link from a node's {kind} output, not the value {value!r}")
     if not check_limits:

@@ -275,7 +275,7 @@ def test_combo_lists_show_the_files_in_models_foley_and_input(comfy):
     assert "synchformer_state_dict.pth" in choices("SyncFoleySynchformerLoader", "synchformer_name")
     assert {"clap", "siglip2"} <= set(choices("SyncFoleyTextEncoderLoader", "folder"))
     assert {"clap", "siglip2"} <= set(choices("SyncFoleyImageEncoderLoader", "folder"))
-    assert {"example.mp4", "long_example.mp4"} <= set(choices("SyncFoleyLoadVideo", "video"))
+    assert {"syncfoley-example.mp4", "syncfoley-example-long.mp4"} <= set(choices("SyncFoleyLoadVideo", "video"))
     weights = [c for c in choices("SyncFoleyModelLoader", "model_name") if "/" in c]
     assert not [w for w in weights if w.startswith(("clap/", "siglip2/"))], "encoder weights listed as checkpoints"
 

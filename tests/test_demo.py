@@ -39,10 +39,9 @@ def demo_models():
 
 @pytest.fixture
 def empty_host(tmp_path):
-    """A host whose models folder is empty and whose input folder holds a world clip as example.mp4."""
+    """A host whose models folder and input folder are empty, as on a fresh install."""
     saved = {k: getattr(host_module._HOST, k) for k in ("input_dir", "output_dir", "models_dir", "device")}
     (tmp_path / "input").mkdir()
-    write_clip(generate_clip(4, duration=2.56, size=(64, 64)), tmp_path / "input" / "example.mp4")
     configure(models_dir=tmp_path / "models", input_dir=tmp_path / "input", output_dir=tmp_path / "output", device="cpu")
     yield tmp_path
     configure(**saved)
@@ -226,7 +225,8 @@ def test_the_demo_workflow_runs_headless_with_no_model_files(empty_host):
     assert videos and not (empty_host / "models").exists()
     with av.open(str(videos[0])) as container:
         audio = container.streams.audio[0]
-        assert sum(f.samples for f in container.decode(audio)) / audio.rate == pytest.approx(2.56, abs=0.05)
+        assert sum(f.samples for f in container.decode(audio)) / audio.rate == pytest.approx(3.84, abs=0.05)
+    assert not any((empty_host / "input").iterdir())  # the built-in example clip, nothing put in place
 
 
 def test_an_impact_at_the_clip_end_is_cut_not_an_error():

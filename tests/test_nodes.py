@@ -1,6 +1,7 @@
 """The ComfyUI nodes: their declared contract, loading as ComfyUI loads a pack, and real runs on tiny models."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ from syncfoley.pipeline.visualize import encode_png, motion_energy, onset_streng
 
 REPO = Path(__file__).resolve().parent.parent
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
-COMFY_TYPES = ("AUDIO", "IMAGE", "LATENT", "STRING", "FLOAT", "INT", "BOOLEAN")
+COMFY_TYPES = ("AUDIO", "IMAGE", "LATENT", "STRING", "FLOAT", "INT", "BOOLEAN", "VIDEO", "AUDIO_UI")
 
 
 def node(name):
@@ -229,7 +230,8 @@ def test_missing_model_file_lists_the_folder(folders):
 def test_video_errors_name_the_input(folders):
     make_video(folders / "input" / "a.mp4", fps=25, count=25, size=(32, 32))
     loader = node("SyncFoleyLoadVideo")
-    with pytest.raises(FileNotFoundError, match=r"^video: no file 'x\.mp4' in the input folder .*; available: a\.mp4"):
+    with pytest.raises(FileNotFoundError, match=r"^video: no file 'x\.mp4' in the input folder .*; available: a\.mp4, "
+                                                r"syncfoley-example\.mp4, syncfoley-example-long\.mp4"):
         loader.load("x.mp4", 0.0, 0.0, 10, 64)
     with pytest.raises(FileNotFoundError, match=r"^path: no video file at"):
         loader.load("a.mp4", 0.0, 0.0, 10, 64, path=str(folders / "gone.mp4"))
@@ -239,9 +241,51 @@ def test_video_errors_name_the_input(folders):
     with pytest.raises(ValueError, match=r"^video: .*broken\.mp4"):
         loader.load("broken.mp4", 0.0, 0.0, 10, 64)
     cls = NODE_CLASS_MAPPINGS["SyncFoleyLoadVideo"]
-    assert cls.VALIDATE_INPUTS("x.mp4").startswith("video: no file 'x.mp4'")
+    assert cls.VALIDATE_INPUTS("x.mp4").startswith("no file 'x.mp4'")
     assert cls.VALIDATE_INPUTS("a.mp4") is True and cls.VALIDATE_INPUTS(str(folders / "input" / "a.mp4")) is True
-    assert cls.VALIDATE_INPUTS("x.mp4", images=None) is True  # frames arrive through a link
+    assert cls.VALIDATE_INPUTS(None) is True  # a value from a link is checked when the node runs
+    # ComfyUI reports a failure once per argument of the hook: one argument, one line in the UI.
+    assert list(inspect.signature(cls.VALIDATE_INPUTS).parameters) == ["video"]
+
+
+def test_built_in_example_clips_load_from_an_empty_input_folder(folders):
+    loader = node("SyncFoleyLoadVideo")
+    assert not any((folders / "input").glob("*.mp4"))
+    choices = loader.INPUT_TYPES()["required"]["video"][0]
+    assert choices == ["syncfoley-example.mp4", "syncfoley-example-long.mp4"]
+    video, _, _, duration, audio = loader.load("syncfoley-example.mp4", 0.0, 0.0, 10, 64)
+    assert duration == pytest.approx(3.84, abs=0.02) and video.has_audio and audio["waveform"].abs().max() > 0
+    assert NODE_CLASS_MAPPINGS["SyncFoleyLoadVideo"].VALIDATE_INPUTS("syncfoley-example-long.mp4") is True
+    make_video(folders / "input" / "syncfoley-example.mp4", fps=25, count=25, size=(32, 32))  # the user's own wins
+    assert loader.load("syncfoley-example.mp4", 0.0, 0.0, 10, 64)[3] == pytest.approx(1.0, abs=0.05)
+
+
+def test_load_video_takes_core_video_and_mux_returns_it(folders):
+    from syncfoley.nodes.common import FileVideo
+
+    make_video(folders / "input" / "a.mp4", fps=25, count=50, size=(32, 32), audio_seconds=2.0)
+    loader, mux = node("SyncFoleyLoadVideo"), node("SyncFoleyMuxVideo")
+    video, _, fps, duration, _ = loader.load("unused.mp4", 0.5, 0.0, 10, 64, video_in=FileVideo(str(folders / "input" / "a.mp4")))
+    assert video.path.endswith("a.mp4") and (video.fps, duration) == (25.0, pytest.approx(1.5, abs=0.05))
+
+    class Frames:  # what core's VideoFromComponents hands out
+        def get_stream_source(self):
+            return None
+
+        def get_components(self):
+            from types import SimpleNamespace
+            return SimpleNamespace(images=torch.rand(20, 16, 16, 3), frame_rate=10,
+                                   audio={"waveform": torch.ones(1, 1, 32000), "sample_rate": 16000})
+
+    video, images, fps, duration, audio = loader.load("unused.mp4", 0.0, 0.0, 10, 64, video_in=Frames())
+    assert video.path is None and images.shape[0] == 20 and (fps, duration) == (10.0, 2.0)
+    assert audio["waveform"].shape[-1] == 32000
+    out = mux.mux({"waveform": torch.zeros(1, 1, 48000), "sample_rate": 48000}, "muxed", "drop", 0.5, "mp4",
+                  video=loader.load("a.mp4", 0.0, 0.0, 10, 64)[0])
+    paths, comfy_video = out["result"]
+    assert isinstance(comfy_video, FileVideo) and comfy_video.get_stream_source() == paths.splitlines()[0]
+    comfy_video.save_to(str(folders / "copy.mp4"))
+    assert (folders / "copy.mp4").read_bytes() == Path(paths.splitlines()[0]).read_bytes()
 
 
 def test_load_video_is_changed_follows_the_file(folders):

@@ -55,9 +55,10 @@ def test_ui_file_is_a_well_formed_comfyui_graph(name):
         cls = NODE_CLASS_MAPPINGS[entry["type"]]
         specs = input_specs(cls)
         widgets = [s for s in specs.values() if s.is_widget]
-        sockets = [s.name for s in specs.values() if not s.is_widget and s.category != "hidden"]
+        sockets = [s.name for s in specs.values() if not s.is_widget and not s.is_display and s.category != "hidden"]
         assert [i["name"] for i in entry["inputs"]] == sockets
-        assert len(entry["widgets_values"]) == len(widgets) + sum(s.has_control_value for s in widgets)
+        uploads = any(s.has_upload_button for s in specs.values())  # the upload button's value comes last
+        assert len(entry["widgets_values"]) == len(widgets) + sum(s.has_control_value for s in widgets) + uploads
         assert [o["type"] for o in entry["outputs"]] == list(cls.RETURN_TYPES)
         linked = {i["name"] for i in entry["inputs"] if i["link"] is not None}
         assert {n for n, s in specs.items() if s.category == "required" and not s.is_widget} <= linked
@@ -161,7 +162,8 @@ def test_a_batch_runs_a_real_workflow_skips_the_broken_video_and_resumes(workspa
     for path in written:
         _check_output(path)
     # A re-run does only what is missing: the broken video again, nothing else.
-    assert _run_cli(args) == 1
+    assert _run_cli(args) == 2  # but not over the summary it wrote before
+    assert _run_cli([*args, "--overwrite"]) == 1
     second = json.loads(summary.read_text())
     assert second["done"] == [] and len(second["skipped"]) == 3 and len(second["failed"]) == 1
     assert sorted((tmp_path / "out").rglob("*.mp4")) == written

@@ -79,6 +79,8 @@ def write_user_layout(root: str | Path, tiny_models: dict[str, Path]) -> Path:
     shutil.copytree(tiny_models["siglip"], foley / "siglip2")
     write_tiny_lora(foley / "foley_lora.safetensors", foley / "hunyuanvideo_foley_xl.pth")
     (root / "input").mkdir()
-    make_video(root / "input" / "example.mp4", fps=25, count=50, size=(64, 48), audio_seconds=2.0)
-    make_video(root / "input" / "long_example.mp4", fps=25, count=100, size=(64, 48))
+    # Small clips under the names of the pack's built-in examples (a file in the input folder wins), so
+    # the workflows run quickly here.
+    make_video(root / "input" / "syncfoley-example.mp4", fps=25, count=50, size=(64, 48), audio_seconds=2.0)
+    make_video(root / "input" / "syncfoley-example-long.mp4", fps=25, count=100, size=(64, 48))
     return root
