@@ -19,6 +19,8 @@ COMMANDS = {
     "train": (".training.cli", "fine-tune (LoRA or full) or train a Foley model on a folder of videos"),
     "train-vae": (".training.vae", "train a small DAC-VAE from scratch on the audio of a video folder"),
     "bench": (".perf.bench", "time the DiT and sampling steps; print a table (and JSON)"),
+    "fp8-quality": (".perf.fp8_quality", "fp8 weight storage against fp32: velocity and a sampled latent"),
+    "convert": (".cli.convert", "rewrite a model checkpoint in another precision (scaled fp8), as .safetensors"),
 }
 _PACKAGE = __name__.rsplit(".", 1)[0]
 

@@ -19,7 +19,7 @@ from .dit_blocks import FinalLayer, RopeTables, SingleStreamBlock, TripleStreamB
 from .dit_config import FoleyDiTConfig
 from .embeddings import AudioEmbedder, ConditionProjection, TimestepEmbedder, sync_projection, visual_projection
 from .layers import nearest_exact_index, rope_positions, rope_table
-from .ops import CastOps, set_precision
+from .ops import CastOps, attach_scales, set_precision
 
 
 @dataclass
@@ -135,6 +135,7 @@ class FoleyDiT(nn.Module):
         config = FoleyDiTConfig.from_state_dict(state_dict)
         with torch.device("meta"):
             model = cls(config, operations=operations)
+        state_dict = attach_scales(model, state_dict)  # scaled fp8 files
         assign_state_dict(model, state_dict, f"a FoleyDiT of config {config.variant}")
         dtype = dtype or state_dict["empty_clip_feat"].dtype
         set_precision(model, dtype, weight_dtype if weight_dtype != dtype else None)

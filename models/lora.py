@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError, as_checkpoint
+from .ops import add_to_weight
 
 LORA_FORMAT = "syncfoley-lora"
 LORA_VERSION = "1"
@@ -138,9 +139,7 @@ def apply_lora(model: nn.Module, lora: LoraAdapter | str | os.PathLike | Mapping
         modules = dict(model.named_modules())
     with torch.no_grad():
         for name, delta in deltas.items():
-            module = modules[name]
-            merged = (module.weight.float() + delta).to(module.weight.dtype)
-            module.weight = nn.Parameter(merged, requires_grad=False)
+            add_to_weight(modules[name], delta)  # through the fp8 scale where there is one
     return model
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import Checkpoint, assign_state_dict, as_checkpoint, require_kind
 from .encoders import SYNCHFORMER_FRAME_SPEC, FrameSpec
 from .motionformer import MotionFormer, merge_heads, split_heads
-from .ops import CastOps, cast_to, set_precision
+from .ops import CastOps, attach_scales, cast_to, set_precision
 from .synchformer_audio import ASTFeatureExtractor, log_mel_segments
 
 SEGMENT_FRAMES = 16
@@ -245,6 +245,7 @@ class Synchformer(nn.Module):
         config = SynchformerConfig.from_state_dict(state_dict)
         with torch.device("meta"):
             model = cls(config, operations=operations)
+        state_dict = attach_scales(model, state_dict)  # scaled fp8 files
         assign_state_dict(model, state_dict, f"a Synchformer ({config.dim}-d, {config.visual_depth} visual layers)")
         dtype = dtype or state_dict["vfeat_extractor.cls_token"].dtype
         set_precision(model, dtype, weight_dtype if weight_dtype != dtype else None)

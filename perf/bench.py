@@ -17,6 +17,7 @@ from ..models import dit_config
 from ..models.dit import FoleyDiT, parameter_count
 from ..cli.options import add_memory_arguments, load_models
 from ..models.offload import BlockOffloader
+from ..models.fp8 import FP8_DTYPES, SCALE, quantize
 from ..models.ops import set_precision, stored_bytes
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, prepare_velocity
@@ -42,11 +43,16 @@ def random_dit(config_name: str, blocks: str | None = None, dtype=torch.float32,
     model.to_empty(device=device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.ndim > 1:  # drawn in fp32 on the CPU one tensor at a time: fp8 has no normal_
-                param.copy_(torch.randn(param.shape, generator=generator).mul_(0.02))
-            else:
-                param.fill_(1.0 if "norm" in name else 0.0)
+        for layer_name, layer in model.named_modules():
+            for name, param in layer.named_parameters(recurse=False):
+                if param.ndim <= 1:
+                    param.fill_(1.0 if "norm" in f"{layer_name}.{name}" else 0.0)
+                    continue
+                weight = torch.randn(param.shape, generator=generator).mul_(0.02)  # fp32 on the CPU, one at a time
+                if param.dtype in FP8_DTYPES:  # stored scaled, as the loaders store fp8
+                    weight, scale = quantize(weight, param.dtype)
+                    layer.register_buffer(SCALE, scale.to(param.device))
+                param.copy_(weight)
     return model.eval().requires_grad_(False)
 
 

@@ -1,8 +1,10 @@
 """Loading every model of a run with one notion of precision.
 
 precision: "auto" (bf16 on GPUs that have it, fp16 on other GPUs, fp32 on CPU), "fp32", "bf16",
-"fp16", or "fp8_e4m3fn" / "fp8_e5m2": matrix weights stored in fp8 (half of bf16) and computed in
-bf16 on GPUs, fp32 on CPU.
+"fp16", or "fp8_e4m3fn" / "fp8_e5m2": the matrix weights of the repeated blocks stored in fp8 with a
+per-tensor scale (half of bf16) and computed in bf16 on GPUs, fp32 on CPU. "fp8_e4m3fn_fast" also
+multiplies on fp8 matrix units where the GPU has them (compute capability 8.9 and up), the same
+result within fp8 rounding; elsewhere it is "fp8_e4m3fn".
 
 Every loader places the model on `device` but chooses its precision for `compute_device` (default:
 the same), so a model can be loaded straight onto the CPU for a GPU that will run it later.
@@ -19,9 +21,10 @@ import torch
 from ..models.dac_vae import DacVae
 from ..models.dit import FoleyDiT
 from ..models.encoders import ClapTextEncoder, Siglip2ImageEncoder
+from ..models.ops import enable_fp8_compute
 from ..models.synchformer import Synchformer
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp8_e4m3fn", "fp8_e5m2")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 _PLAIN = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -38,7 +41,8 @@ def resolve_precision(precision: str, device: str | torch.device | None) -> tupl
     if precision == "auto":
         return (best_half if on_gpu else torch.float32), None
     if precision.startswith("fp8"):
-        return (torch.bfloat16 if on_gpu else torch.float32), getattr(torch, precision.replace("fp8_", "float8_"))
+        storage = getattr(torch, precision.removesuffix("_fast").replace("fp8_", "float8_"))
+        return (torch.bfloat16 if on_gpu else torch.float32), storage
     return _PLAIN[precision], None
 
 
@@ -57,7 +61,10 @@ def load_foley_model(path: str | os.PathLike, precision: str = "auto", device=No
 
     dtype, storage = resolve_precision(precision, compute_device or device)
     path = resolve(path, "dit")
-    return FoleyDiT.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
+    model = FoleyDiT.from_checkpoint(path, dtype=dtype, device=device, weight_dtype=storage)
+    if precision.endswith("_fast"):
+        enable_fp8_compute(model, compute_device or device)
+    return model
 
 
 def load_vae(path: str | os.PathLike, precision: str = "fp32", device=None, compute_device=None) -> DacVae:

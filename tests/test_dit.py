@@ -150,9 +150,10 @@ def test_fp8_weight_storage(tiny, storage):
     assert weight_bytes(fp8) < 0.6 * weight_bytes(full)
     with torch.no_grad():
         velocity = fp8(io["x"], io["t"], io["text"], io["clip"], io["sync"])
-    # fp8 keeps 2-3 significant bits of mantissa: the output stays close, not exact.
+    # fp8 keeps 2-3 significant bits of mantissa; the blocks' weights are stored scaled and the rest stays
+    # in the compute dtype, so the output stays close, not exact (0.9998 e4m3, 0.9992 e5m2 measured).
     cos = torch.nn.functional.cosine_similarity(velocity.flatten(), io["expected_velocity"].flatten(), dim=0)
-    assert cos > 0.97
+    assert cos > (0.999 if storage == torch.float8_e4m3fn else 0.998)
 
 
 def test_clips_shorter_than_a_segment_get_null_features(tiny):
