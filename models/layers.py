@@ -125,9 +125,10 @@ def rope_positions(length: int) -> torch.Tensor:
     return torch.linspace(0, length, length + 1, dtype=torch.float32)[:length]
 
 
-def rope_table(positions: torch.Tensor, head_dim: int, theta: float = 1e4) -> torch.Tensor:
-    """cos/sin of every (position, frequency) pair: `[2, L, head_dim/2]` fp32."""
-    angles = torch.outer(positions.float(), rope_frequencies(head_dim, theta).to(positions.device))
+def rope_table(positions: torch.Tensor, head_dim: int, theta: float = 1e4, scaling: float = 1.0) -> torch.Tensor:
+    """cos/sin of every (position, frequency) pair: `[2, L, head_dim/2]` fp32; `scaling` multiplies
+    every frequency (MMAudio stretches its CLIP positions onto the latent time axis this way)."""
+    angles = torch.outer(positions.float(), (rope_frequencies(head_dim, theta) * scaling).to(positions.device))
     return torch.stack((angles.cos(), angles.sin()))
 
 

@@ -17,12 +17,11 @@ frequency tokens of each time step, giving 6 tokens per segment.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mel import mel_filterbank
 from .motionformer import ClsPooling, merge_heads, split_heads
 from .ops import CastOps, cast_to
 
@@ -49,15 +48,7 @@ def htk_mel_filterbank(
 ) -> torch.Tensor:
     """Triangular filters on the HTK mel scale, unnormalised: `[n_freqs, n_mels]` (torchaudio's layout)."""
     f_max = float(sample_rate // 2) if f_max is None else f_max
-    to_mel = lambda hz: 2595.0 * math.log10(1.0 + hz / 700.0)  # noqa: E731
-    bin_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
-    mel_points = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float64)
-    edges = 700.0 * (10.0 ** (mel_points / 2595.0) - 1.0)
-    widths = edges[1:] - edges[:-1]
-    offsets = edges[None, :] - bin_freqs[:, None]  # [n_freqs, n_mels + 2]
-    rising = -offsets[:, :-2] / widths[:-1]
-    falling = offsets[:, 2:] / widths[1:]
-    return torch.minimum(rising, falling).clamp_min(0.0).float()
+    return mel_filterbank(n_freqs, n_mels, sample_rate, f_min, f_max, scale="htk", norm=None)
 
 
 def mel_spectrogram(audio: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..media import StreamSpec, as_rate, sample_images, sample_video
+from ..models.mel import mel_filterbank as htk_filterbank
 
 ONSET_RATE = 100.0  # curve values per second (10 ms hop)
 MOTION_SIZE = 64  # frames are shrunk to this square before differencing: motion, not detail
@@ -44,15 +45,7 @@ def mono(waveform: torch.Tensor) -> torch.Tensor:
 def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0.0,
                    f_max: float | None = None) -> torch.Tensor:
     """Triangular filters on the HTK mel scale: [n_mels, n_freqs] over an rfft of n_freqs bins."""
-    f_max = f_max or sample_rate / 2
-    to_mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
-    mels = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float64)
-    hz = 700.0 * (10 ** (mels / 2595.0) - 1.0)
-    bins = torch.linspace(0, sample_rate / 2, n_freqs, dtype=torch.float64)
-    lower, centre, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
-    rising = (bins - lower) / (centre - lower).clamp_min(1e-9)
-    falling = (upper - bins) / (upper - centre).clamp_min(1e-9)
-    return torch.minimum(rising, falling).clamp_min(0).float()
+    return htk_filterbank(n_freqs, n_mels, sample_rate, f_min, f_max or sample_rate / 2).T.contiguous()
 
 
 def log_mel(waveform: torch.Tensor, sample_rate: int, hop: int, n_mels: int = 128, top_db: float = 80.0) -> torch.Tensor:

@@ -13,10 +13,11 @@ The features are computed once by the preparation step and cached with the laten
 from __future__ import annotations
 
 import importlib
-import math
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
+
+from ..models.mel import mel_filterbank as htk_filterbank
 
 
 @runtime_checkable
@@ -29,15 +30,7 @@ class AudioFeatureEncoder(Protocol):
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
     """Triangular filters on the HTK mel scale: `[n_fft // 2 + 1, n_mels]`, each filter peaking at 1."""
-    f_max = f_max or sample_rate / 2
-    to_mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
-    mels = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float64)
-    hz = 700.0 * (10 ** (mels / 2595.0) - 1.0)
-    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    lower, centre, upper = hz[:-2], hz[1:-1], hz[2:]
-    rising = (bins[:, None] - lower) / (centre - lower)
-    falling = (upper - bins[:, None]) / (upper - centre)
-    return torch.clamp(torch.minimum(rising, falling), min=0.0).float()
+    return htk_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max or sample_rate / 2)
 
 
 class LogMelFrames:
