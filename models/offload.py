@@ -5,6 +5,9 @@ pinned CPU memory; just before it runs they are copied to the device, and the co
 streamed block starts at the same time on a side stream, so transfers overlap computation. After a
 block runs its device copy is dropped. Peak weight memory is the resident blocks plus two streamed
 blocks, whatever the depth.
+
+The CUDA stream calls go through `CudaStreams`; passing another object with the same methods
+(`streams=`) runs the same scheduling without a GPU, which is how the ordering is tested.
 """
 from __future__ import annotations
 
@@ -14,9 +17,35 @@ import torch
 from torch import nn
 
 
+class CudaStreams:
+    """The stream API the offloader uses: a side stream, running work on it, events, the compute
+    stream, and telling the allocator that a tensor made on one stream is used on another."""
+
+    @staticmethod
+    def side_stream(device: torch.device):
+        return torch.cuda.Stream(device)
+
+    @staticmethod
+    def use(stream):
+        return torch.cuda.stream(stream)
+
+    @staticmethod
+    def event():
+        return torch.cuda.Event()
+
+    @staticmethod
+    def current():
+        return torch.cuda.current_stream()
+
+    @staticmethod
+    def record_stream(tensor: torch.Tensor, stream) -> None:
+        tensor.record_stream(stream)
+
+
 class _StreamedBlock:
-    def __init__(self, block: nn.Module, pin: bool):
+    def __init__(self, block: nn.Module, pin: bool, streams=CudaStreams):
         self.block = block
+        self.streams = streams
         self.params = [p for p in block.parameters()] + [b for b in block.buffers()]
         self.storage = [t.data.pin_memory() if pin else t.data for t in self.params]
         for tensor, stored in zip(self.params, self.storage):
@@ -28,21 +57,21 @@ class _StreamedBlock:
         """Copy the weights to `device` (on `stream` when given) unless already there."""
         if self.staged:
             return
-        context = torch.cuda.stream(stream) if stream is not None else _null()
+        context = self.streams.use(stream) if stream is not None else _null()
         with context:
             for tensor, stored in zip(self.params, self.storage):
                 tensor.data = stored.to(device, non_blocking=True, copy=True)
             if stream is not None:
-                self.ready = torch.cuda.Event()
+                self.ready = self.streams.event()
                 self.ready.record(stream)
         self.staged = True
 
     def wait(self) -> None:
         if self.ready is not None:
-            current = torch.cuda.current_stream()
+            current = self.streams.current()
             current.wait_event(self.ready)
             for tensor in self.params:  # memory made on the side stream is used on this one
-                tensor.data.record_stream(current)
+                self.streams.record_stream(tensor.data, current)
             self.ready = None
 
     def release(self) -> None:
@@ -60,15 +89,20 @@ class _null:
 
 
 class BlockOffloader:
-    """Attach to a FoleyDiT: `BlockOffloader(model, device, resident=4).attach()`; `detach()` undoes it."""
+    """Attach to a FoleyDiT: `BlockOffloader(model, device, resident=4).attach()`; `detach()` undoes it.
 
-    def __init__(self, model: nn.Module, device: str | torch.device, resident: int = 0, pin_memory: bool | None = None):
+    Copies run on a side stream on CUDA devices, or wherever `streams` (see `CudaStreams`) is given.
+    """
+
+    def __init__(self, model: nn.Module, device: str | torch.device, resident: int = 0, pin_memory: bool | None = None,
+                 streams=None):
         self.model = model
         self.device = torch.device(device)
         self.resident = max(0, resident)
         use_cuda = self.device.type == "cuda"
         self.pin = use_cuda if pin_memory is None else pin_memory
-        self.stream = torch.cuda.Stream(self.device) if use_cuda else None
+        self.streams = streams or CudaStreams
+        self.stream = self.streams.side_stream(self.device) if use_cuda or streams is not None else None
         self.streamed: list[_StreamedBlock] = []
         self.handles = []
 
@@ -92,7 +126,7 @@ class BlockOffloader:
                 block.to(self.device)
             else:
                 block.to("cpu")
-        self.streamed = [_StreamedBlock(block, self.pin) for block in streamed]
+        self.streamed = [_StreamedBlock(block, self.pin, self.streams) for block in streamed]
         for i, entry in enumerate(self.streamed):
             following = self.streamed[(i + 1) % len(self.streamed)]
             self.handles.append(entry.block.register_forward_pre_hook(self._before(entry, following)))

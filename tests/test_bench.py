@@ -1,5 +1,6 @@
 """`syncfoley bench`: its rows measure the model they name, and the side-by-side harness runs a
-reference checkout on our own tensors."""
+reference checkout on our own tensors, reporting how far its output is from ours and how much
+faster ours is."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ from syncfoley.perf.bench import random_dit
 from syncfoley.perf.reference import ReferenceError, build_reference
 
 # A stand-in for the public source tree: the layout and class the harness imports, with the
-# reference's constructor and forward signatures, computing with our model underneath.
+# reference's constructor and forward signatures, computing with our model underneath. `scale`
+# makes it another function than ours (its output is `scale` times ours); `passes` makes it cost
+# that many of our forwards.
 FAKE_REFERENCE = textwrap.dedent('''
     from diffusers.models import ModelMixin
     from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -25,24 +28,26 @@ FAKE_REFERENCE = textwrap.dedent('''
         @register_to_config
         def __init__(self, model_config, dtype=None, device=None):
             kw = model_config.model_config.model_kwargs
-            assert kw["clip_length"] == 64 and kw["sync_length"] == 192  # an 8 s clip
+            assert (kw["clip_length"], kw["sync_length"]) == {lengths}  # 8 fps, 16-frame segments every 8 frames
             FoleyDiT.__init__(self, dit_config.sized(kw["hidden_size"], kw["num_heads"],
                               kw["depth_triple_blocks"], kw["depth_single_blocks"]{extra}))
 
         def forward(self, x, t, cond, clip_feat, sync_feat, return_dict=True):
-            out = FoleyDiT.forward(self, x, t, cond, clip_feat, sync_feat)
+            for _ in range({passes}):
+                out = FoleyDiT.forward(self, x, t, cond, clip_feat, sync_feat) * {scale}
             return {{"x": out}} if return_dict else (out,)
 ''')
 
 
 @pytest.fixture()
 def reference_src(tmp_path, monkeypatch):
-    def write(extra=""):
+    def write(extra="", scale=1.0, passes=1, lengths=(64, 192)):  # lengths: an 8 s clip
         package = tmp_path / "hunyuanvideo_foley"
         (package / "models").mkdir(parents=True, exist_ok=True)
         (package / "__init__.py").write_text("")
         (package / "models" / "__init__.py").write_text("")
-        (package / "models" / "hifi_foley.py").write_text(FAKE_REFERENCE.format(extra=extra))
+        source = FAKE_REFERENCE.format(extra=extra, scale=scale, passes=passes, lengths=lengths)
+        (package / "models" / "hifi_foley.py").write_text(source)
         return tmp_path
 
     before = set(sys.modules)
@@ -107,20 +112,59 @@ def test_reference_shares_our_tensors_and_matches_them(reference_src):
     assert shared and all(shared) and len(shared) == len(ours)
 
 
-def test_side_by_side_rows_compare_speed_and_outputs(reference_src, tmp_path, capsys):
+@pytest.fixture()
+def work_clock(monkeypatch):
+    """The harness's timer counting work instead of seconds: each DiT evaluation costs 10 ms, so
+    timings do not depend on the load of the machine."""
+    from syncfoley.models.dit import FoleyDiT
+    from syncfoley.perf import reference
+
+    evaluations = [0]
+    velocity = FoleyDiT.velocity
+
+    def counted(self, *args, **kwargs):
+        evaluations[0] += 1
+        return velocity(self, *args, **kwargs)
+
+    def timed(fn, device, repeats, warmup=1):
+        before = evaluations[0]
+        fn()
+        return (evaluations[0] - before) * 0.01
+
+    monkeypatch.setattr(FoleyDiT, "velocity", counted)
+    monkeypatch.setattr(reference, "time_call", timed)
+
+
+TWO_SECONDS = (16, 40)  # clip and sync lengths: 16 frames at 8 fps, 5 segments of 8 tokens
+
+
+def side_by_side_rows(source, tmp_path) -> dict[str, dict]:
     out = tmp_path / "side.json"
-    main(["bench", "reference", "--reference-src", str(reference_src()), "--config", "tiny", "--blocks", "1,1",
-          "--repeats", "3", "--json", str(out)])
+    main(["bench", "reference", "--reference-src", str(source), "--config", "tiny", "--blocks", "1,1",
+          "--seconds", "2", "--repeats", "1", "--json", str(out)])
     rows = {row["implementation"]: row for row in json.loads(out.read_text())}
     assert set(rows) == {"reference", "syncfoley step", "syncfoley forward"}
-    assert rows["reference"]["speedup"] == 1.0
-    for row in rows.values():
-        assert row["rel_diff"] < 1e-6  # the same function on the same weights and inputs
-        assert row["steps_per_s"] == pytest.approx(1 / row["forward_s"])
-        assert row["config"] == "tiny[1,1]" and row["dtype"] == "fp32"
-    step = rows["syncfoley step"]
-    assert step["speedup"] == pytest.approx(rows["reference"]["forward_s"] / step["forward_s"])
+    assert all(row["config"] == "tiny[1,1]" and row["dtype"] == "fp32" for row in rows.values())
+    return rows
+
+
+def test_side_by_side_times_each_implementation_on_its_own_call(reference_src, work_clock, tmp_path, capsys):
+    # The reference computes what ours does at the cost of two of our forwards.
+    rows = side_by_side_rows(reference_src(passes=2, lengths=TWO_SECONDS), tmp_path)
+    assert rows["reference"]["forward_s"] == pytest.approx(0.02)
+    assert rows["reference"]["steps_per_s"] == pytest.approx(1 / 0.02)
+    for name in ("syncfoley step", "syncfoley forward"):
+        assert rows[name]["forward_s"] == pytest.approx(0.01) and rows[name]["speedup"] == pytest.approx(2.0)
+        assert rows[name]["rel_diff"] < 1e-6  # the same function on the same weights and inputs
     assert "syncfoley forward" in capsys.readouterr().out
+
+
+def test_side_by_side_reports_a_reference_that_computes_something_else(reference_src, tmp_path):
+    """A reference whose output is 1.25 times ours is 0.25 / 1.25 = 20 % off its own scale."""
+    rows = side_by_side_rows(reference_src(scale=1.25, lengths=TWO_SECONDS), tmp_path)
+    assert rows["reference"]["rel_diff"] == 0.0
+    for name in ("syncfoley step", "syncfoley forward"):
+        assert rows[name]["rel_diff"] == pytest.approx(0.2, rel=1e-4)
 
 
 def test_reference_errors_name_the_problem(reference_src, tmp_path):

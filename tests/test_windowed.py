@@ -8,7 +8,12 @@ from conftest import random_text_features, random_visual_features
 from syncfoley.perf.memory import track_peak_memory
 from syncfoley.sampling.generate import SamplingOptions, generate_latents, prepare_velocity
 from syncfoley.sampling.guidance import CFG, SyncCFG
+from syncfoley.sampling.samplers import SAMPLERS
+from syncfoley.sampling.schedules import linear_sigmas
 from syncfoley.sampling.windowed import Window, WindowedVelocity, blend_weights, plan_windows
+
+# Six seconds in two-second windows overlapping by half a second, as the sampler plans them.
+SIX_SECONDS = [Window(0, 100), Window(64, 100), Window(128, 100), Window(192, 108)]
 
 
 @pytest.mark.parametrize("total, window, overlap, grid", [
@@ -43,6 +48,51 @@ def test_blending_leaves_no_seam_for_a_local_field():
     blended = WindowedVelocity(windows, [local_field] * len(windows), total)
     x = torch.randn(2, 8, total)
     torch.testing.assert_close(blended(x, torch.tensor(0.5)), local_field(x, torch.tensor(0.5)))
+
+
+def test_blend_weights_ramp_linearly_across_each_overlap():
+    """Inside an overlap of L latents the outgoing window's weight falls 1 - (k + 0.5) / L while the
+    incoming one's rises (k + 0.5) / L; outside the overlaps a window has weight 1."""
+    assert plan_windows(300, 100, 25, 16) == SIX_SECONDS
+    weights = blend_weights(SIX_SECONDS, 300)
+    rise = (torch.arange(36) + 0.5) / 36
+    for i, (a, b) in enumerate(zip(SIX_SECONDS, SIX_SECONDS[1:])):
+        assert a.end - b.start == 36
+        torch.testing.assert_close(weights[i][b.start - a.start:], 1 - rise)
+        torch.testing.assert_close(weights[i + 1][:36], rise)
+    torch.testing.assert_close(weights[0][:64], torch.ones(64))
+    torch.testing.assert_close(weights[1][36:64], torch.ones(28))
+    torch.testing.assert_close(weights[3][36:], torch.ones(72))
+
+
+def crossfade(windows: list[Window], levels: list[float], total: int) -> torch.Tensor:
+    """Per-window constants, each held on its own span and faded linearly into the next over the
+    overlap (latent centres at (k + 0.5) / L), written out without blend_weights."""
+    out = torch.empty(total, dtype=torch.float64)
+    for i, window in enumerate(windows):
+        out[window.start:window.end] = levels[i]
+    for (a, b), (level_a, level_b) in zip(zip(windows, windows[1:]), zip(levels, levels[1:])):
+        length = a.end - b.start
+        for k in range(length):
+            out[b.start + k] = level_a + (level_b - level_a) * (k + 0.5) / length
+    return out
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_multi_window_sampling_of_window_specific_fields_crossfades_at_the_seams(sampler):
+    """Each window's velocity is its own constant, so sampling from noise moves every latent by
+    minus the blended constant: the result shows the blend itself, seam by seam."""
+    levels = [0.0, 8.0, -4.0, 12.0]
+    fields = [lambda x, sigma, c=c: torch.full_like(x, c) for c in levels]
+    velocity = WindowedVelocity(SIX_SECONDS, fields, 300)
+    noise = torch.randn(2, 3, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sampled = SAMPLERS[sampler](velocity, noise.clone(), linear_sigmas(4).double())
+    moved = noise - sampled  # the integral of the velocity over sigma from 1 to 0, sign flipped
+    expected = crossfade(SIX_SECONDS, levels, 300)
+    torch.testing.assert_close(moved, expected.expand_as(moved), rtol=0, atol=1e-5)
+    # No seam: neighbouring latents differ by at most one ramp step of the largest level change.
+    steps = (moved[..., 1:] - moved[..., :-1]).abs().max()
+    assert steps <= 16.0 / 36 + 1e-5, f"a jump of {steps:.3f} between neighbouring latents"
 
 
 @pytest.mark.parametrize("guidance", [CFG(4.5), SyncCFG(4.5, 1.0, "shift", 0.32)])
