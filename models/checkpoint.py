@@ -137,7 +137,7 @@ def _corrupt(path: Path, exc: Exception) -> CheckpointError:
 def _unwrap(obj, path: Path) -> Checkpoint:
     metadata: dict = {}
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "module", "ema"):
+        for key in ("state_dict", "model", "module", "ema", "generator"):
             inner = obj.get(key)
             if isinstance(inner, Mapping) and inner and _all_tensors(inner):
                 metadata = {k: v for k, v in obj.items() if k != key}
