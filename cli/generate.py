@@ -15,14 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from .options import add_memory_arguments, load_models
+from .options import add_memory_arguments, add_model_arguments, guidance_from, load_models
 
 OUTPUT_FOLDER = "output"
 DEMO_STEM = "demo"
 DEMO_CLIP_SECONDS = 3.84  # whole Synchformer segment steps, like the clips the demo model learned from
 DEMO_CLIP_SIZE = (256, 256)
-DEMO_CFG_SCALE = 4.5
-DEMO_SYNC_SCALE = 0.5  # the best of 0.5, 1, 2, 3 on the validation clips (demo/manifest.json)
 PROMPT_SHOWN = 60  # characters of the prompt echoed in the summary line
 
 
@@ -30,16 +28,21 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", nargs="?", help="video file (default: generate a clip of the synthetic world)")
     p.add_argument("--prompt", help="what the sound is (default: the generated clip's caption, or none)")
-    p.add_argument("--negative-prompt", default=None, help="what to steer away from (default 'noisy, harsh')")
+    p.add_argument("--negative-prompt", default=None,
+                   help="what to steer away from (default: the model's: HunyuanVideo-Foley 'noisy, harsh', MMAudio none)")
     p.add_argument("--out", help="output video (.mp4/.mkv/.mov/.webm; default: a new numbered file in "
                                  f"{OUTPUT_FOLDER}/ named after the video)")
     p.add_argument("--overwrite", action="store_true", help="replace --out (and its .wav) if they exist")
-    p.add_argument("--models", default="demo", help="'demo' (the built-in model) or a folder holding the five parts")
+    add_model_arguments(p)
     p.add_argument("--guidance", choices=("cfg", "synccfg"), default="cfg",
                    help="cfg (default: the demo model's best on held-out clips) or synccfg")
-    p.add_argument("--cfg-scale", type=float, default=DEMO_CFG_SCALE)
-    p.add_argument("--sync-scale", type=float, default=DEMO_SYNC_SCALE, help="SyncCFG's sync term (static anchor)")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (4.5)")
+    p.add_argument("--sync-scale", type=float, default=None,
+                   help="SyncCFG's sync term (static anchor); default: the model's")
+    p.add_argument("--steps", type=int, default=None, help="default: the model's (HunyuanVideo-Foley 50, MMAudio "
+                                                           "and the demo 25)")
+    p.add_argument("--window-seconds", type=float, default=None,
+                   help="long videos: sample in windows of this length (default: the model's; 0: the whole clip)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (and the generated clip's)")
     p.add_argument("--takes", type=int, default=1, help="variations; take k > 1 is written as <out stem>_take<k>")
     p.add_argument("--duration", type=float, default=None,
@@ -71,7 +74,7 @@ def _check(args: argparse.Namespace) -> None:
 
     if args.out is not None and Path(args.out).suffix.lower() not in VIDEO_CONTAINERS:
         raise ValueError(f"--out must end in one of {', '.join(sorted(VIDEO_CONTAINERS))}, got '{args.out}'")
-    if args.steps < 1 or args.takes < 1:
+    if (args.steps is not None and args.steps < 1) or args.takes < 1:
         raise ValueError("--steps and --takes must be at least 1")
     if args.gpu_blocks is not None and args.gpu_blocks < 0:
         raise ValueError(f"--gpu-blocks must be 0 or more, got {args.gpu_blocks}")
@@ -123,22 +126,22 @@ def generate(args: argparse.Namespace):
         yield f"generated a {clip.duration:.2f} s clip of the synthetic world: {video} ('{clip.caption}')"
     models = load_models(args)
     from ..media import mux_audio, save_audio
-    from ..pipeline import DEFAULT_NEGATIVE_PROMPT, FoleyPipeline
+    from ..pipeline import FoleyPipeline
     from ..sampling.generate import SamplingOptions
-    from ..sampling.guidance import CFG, SyncCFG
 
-    guidance = CFG(args.cfg_scale) if args.guidance == "cfg" else SyncCFG(args.cfg_scale, args.sync_scale)
-    options = SamplingOptions(steps=args.steps, seed=args.seed, takes=args.takes)
+    guidance = guidance_from(args.guidance, models.model.defaults, args.cfg_scale, args.sync_scale)
+    options = SamplingOptions(steps=args.steps, seed=args.seed, takes=args.takes,
+                              window_seconds=args.window_seconds).resolved(models.model)
     pipeline = FoleyPipeline(models, device=args.device, offload=args.offload, gpu_blocks=args.gpu_blocks)
     with StageProgress(enabled=None if not args.no_progress else False, units={"video": "s", "sampling": "step"}) as bars:
-        result = pipeline(str(video), prompt or "", args.negative_prompt or DEFAULT_NEGATIVE_PROMPT, guidance,
-                          options, args.duration, progress=bars)
+        result = pipeline(str(video), prompt or "", args.negative_prompt, guidance, options, args.duration,
+                          progress=bars)
     for target, waveform in zip(takes, result.waveform):
         mux_audio(video, waveform, result.sample_rate, target, overwrite=args.overwrite)
         wav = save_audio(target.with_suffix(".wav"), waveform, result.sample_rate, overwrite=args.overwrite)
         yield f"wrote {target} and {wav}"
-    yield (f"{result.duration:.2f} s of sound, {args.guidance} {args.steps} steps, prompt '{shorten(prompt or '')}', "
-           f"in {time.perf_counter() - started:.1f} s")
+    yield (f"{result.duration:.2f} s of sound by {models.model.variant}, {args.guidance} {options.steps} steps, "
+           f"prompt '{shorten(prompt or '')}', in {time.perf_counter() - started:.1f} s")
 
 
 def shorten(text: str, limit: int = PROMPT_SHOWN) -> str:

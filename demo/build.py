@@ -110,8 +110,17 @@ def build_dit(log=print) -> dict:
 
 
 def export() -> dict:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ..families import FAMILY_KEY
+    from ..families.demo import DEMO
+
     shutil.copyfile(BUILD / "vae" / "demo_vae.safetensors", bundle.WEIGHTS / bundle.FILES["vae"])
-    shutil.copyfile(BUILD / "dit" / "demo_dit.safetensors", bundle.WEIGHTS / bundle.FILES["dit"])
+    trained = BUILD / "dit" / "demo_dit.safetensors"
+    with safe_open(str(trained), "pt") as handle:  # the file says it is the demo's, so loaders give its defaults
+        metadata = {**(handle.metadata() or {}), FAMILY_KEY: DEMO.name}
+    save_file(load_file(str(trained)), str(bundle.WEIGHTS / bundle.FILES["dit"]), metadata=metadata)
     sizes = {part: (bundle.WEIGHTS / name).stat().st_size for part, name in bundle.FILES.items()}
     return {"files": bundle.FILES, "bytes": sizes, "total_bytes": sum(sizes.values()),
             "versions": {"torch": torch.__version__, "python": platform.python_version()}}

@@ -1,15 +1,15 @@
 """The built-in demo model: five small files in `demo/weights/`, chosen by the name "syncfoley-demo";
 and the built-in example videos in `demo/examples/`, chosen by their names.
 
-Every loader (`pipeline.loaders`, the loader nodes, `FoleyModels`) accepts `DEMO_MODEL` in place of a
-file or folder and loads the demo's part; the demo encoder files also load by path. Load Video offers
+`FoleyModels.from_folder("demo")` finds the set here like any other, the loader nodes list
+`DEMO_MODEL` first and load its part's file, and the loaders recognise the demo's files by what they
+hold (the DiT's metadata names its family, `families.demo`). Load Video offers
 the example clips by name beside the input folder's videos, so the shipped workflows run on a fresh
 install. The weights and clips are built by `python -m syncfoley.demo.build` (data, VAE and DiT
 training from the recipes in `demo/`; the clips are seeded scenes of the synthetic world).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 DEMO_MODEL = "syncfoley-demo"
@@ -42,10 +42,6 @@ def example_video(name: str) -> Path | None:
     return path
 
 
-def is_demo(name: str | os.PathLike | None) -> bool:
-    return name is not None and str(name) == DEMO_MODEL
-
-
 def demo_file(part: str) -> Path:
     """The shipped file of a demo part ("dit", "vae", "synchformer", "clap", "siglip")."""
     try:
@@ -56,11 +52,6 @@ def demo_file(part: str) -> Path:
         raise FileNotFoundError(f"the demo model's {part} ({path}) is missing from this installation; rebuild it "
                                 "with `python -m syncfoley.demo.build` or reinstall the package")
     return path
-
-
-def resolve(name: str | os.PathLike, part: str) -> str | os.PathLike:
-    """`name`, or the demo part's file when `name` is `DEMO_MODEL`."""
-    return demo_file(part) if is_demo(name) else name
 
 
 def demo_models(device=None, precision: str = "auto"):

@@ -67,6 +67,8 @@ def _bucket(word: str) -> int:
 class DemoTextEncoder(nn.Module):
     """Prompts -> `[B, 77, D]` word embeddings (row 0 is the pad)."""
 
+    kind = "demo-text"
+
     def __init__(self, table: torch.Tensor):
         super().__init__()
         self.register_buffer("table", table)
@@ -141,6 +143,8 @@ class DemoImageEncoder(_FeatureEncoder):
     """Frames `[T, 3, S, S]` (8 fps) -> `[T, 40]`: per hue mass and centroid, a 4x4 grid of coloured
     mass, the mean colour and the mean and spread of saturation and brightness."""
 
+    kind = "demo-image"
+
     DIM = 3 * HUES + GRID * GRID + 6
 
     @classmethod
@@ -172,6 +176,8 @@ class DemoImageEncoder(_FeatureEncoder):
 class DemoSyncEncoder(_FeatureEncoder):
     """Segments `[B, S, 16, 3, s, s]` (25 fps) -> `[B, S, 8, 48]`: per hue, centroid kinks around the
     token's time (5 offsets), centroid speed, mass and height at it."""
+
+    kind = "demo-sync"
 
     DIM = HUES * (len(KINK_OFFSETS) + 3)
 

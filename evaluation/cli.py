@@ -14,37 +14,35 @@ from pathlib import Path
 
 from ..media import MediaError
 from ..media.files import next_free_stem, write_report
-from ..pipeline.foley import MODEL_PARTS, find_model_files
+from ..cli.options import add_model_arguments
 from .onsets import DEFAULT_TOLERANCE
 from .sync_eval import AudioSource, evaluate, folder_source, format_table, ground_truth_source, load_held_out
 
 GUIDANCES = ("cfg", "synccfg")
-def _guidance(name: str, args: argparse.Namespace):
-    from ..sampling.guidance import CFG, SyncCFG
+def _guidance(name: str, args: argparse.Namespace, defaults):
+    from ..cli.options import guidance_from
+    from ..sampling.guidance import SyncCFG
 
-    if name == "cfg":
-        return CFG(args.cfg_scale)
-    return SyncCFG(args.cfg_scale, args.sync_scale, args.anchor)
+    guidance = guidance_from(name, defaults, args.cfg_scale, args.sync_scale)
+    return SyncCFG(guidance.scale, guidance.sync_scale, args.anchor) if isinstance(guidance, SyncCFG) else guidance
 
 
-def _model_sources(args: argparse.Namespace) -> dict[str, AudioSource]:
-    explicit = {part: getattr(args, part) for part in MODEL_PARTS if getattr(args, part)}
-    if not args.models and not explicit:
-        return {}
-    try:
-        paths = find_model_files(args.models) if args.models else {}
-    except FileNotFoundError as exc:
-        raise SystemExit(f"eval-sync: --models: {exc}") from None
-    paths.update({part: Path(path) for part, path in explicit.items()})
-    missing = [part for part in MODEL_PARTS if part not in paths]
-    if missing:
-        raise SystemExit(f"eval-sync: model part(s) missing: {', '.join(missing)} (give --models DIR or each path)")
+def _model_sources(args: argparse.Namespace, clips) -> tuple[dict[str, AudioSource], dict]:
+    """A source per guidance sampling the model of --models, and the settings it runs with."""
+    if not args.models:
+        return {}, {}
+    if args.save_audio and not args.overwrite:
+        taken = [Path(args.save_audio) / name / f"{clip.stem}.wav" for name in args.guidance for clip in clips]
+        taken = [path for path in taken if path.exists()]
+        if taken:
+            raise FileExistsError(f"--save-audio: {len(taken)} files already exist (e.g. '{taken[0]}'); pass "
+                                  "--overwrite to replace them, or choose another folder")
     from ..media import save_audio
     from ..pipeline import FoleyModels, FoleyPipeline
     from ..sampling.generate import SamplingOptions
 
-    models = FoleyModels.from_files(paths["dit"], paths["vae"], paths["synchformer"], paths["clap"],
-                                    paths["siglip"], precision=args.precision, device=args.device)
+    models = FoleyModels.from_folder(args.models, precision=args.precision, device=args.device, family=args.family,
+                                     model=args.model)
     pipeline = FoleyPipeline(models, device=args.device)
     options = SamplingOptions(steps=args.steps, seed=args.seed)
     encoded: dict[str, tuple] = {}  # the current clip's features, shared by every guidance
@@ -58,7 +56,7 @@ def _model_sources(args: argparse.Namespace) -> dict[str, AudioSource]:
 
     sources = {}
     for name in args.guidance:
-        guidance = _guidance(name, args)
+        guidance = _guidance(name, args, models.model.defaults)
 
         def generate(clip, guidance=guidance, name=name):
             text, visual = features(clip)
@@ -67,11 +65,14 @@ def _model_sources(args: argparse.Namespace) -> dict[str, AudioSource]:
             if args.save_audio:
                 folder = Path(args.save_audio) / name
                 folder.mkdir(parents=True, exist_ok=True)
-                save_audio(folder / f"{clip.stem}.wav", waveform, rate, overwrite=True)
+                save_audio(folder / f"{clip.stem}.wav", waveform, rate, overwrite=args.overwrite)
             return waveform, rate
 
         sources[name] = generate
-    return sources
+    settings = {"model": models.model.variant, "guidance": {name: repr(_guidance(name, args, models.model.defaults))
+                                                             for name in args.guidance},
+                "steps": options.resolved(models.model).steps, "seed": args.seed}
+    return sources, settings
 
 
 def _generated(spec: str) -> tuple[str, Path]:
@@ -99,13 +100,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--generated", type=_generated, action="append", default=[], metavar="NAME=DIR",
                    help="score audio files named after the clips in DIR as source NAME (repeatable)")
     p.add_argument("--no-ground-truth", action="store_true", help="do not score the clips' own audio")
-    p.add_argument("--models", help="folder holding the DiT, VAE, Synchformer files and CLAP, SigLIP folders")
-    for part in MODEL_PARTS:
-        p.add_argument(f"--{part}", help=f"path of the {part} (overrides --models)")
+    add_model_arguments(p, default=None)
     p.add_argument("--guidance", type=_guidance_list, default=list(GUIDANCES), help="cfg,synccfg (default both)")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg-scale", type=float, default=4.5)
-    p.add_argument("--sync-scale", type=float, default=1.0)
+    p.add_argument("--steps", type=int, default=None, help="default: the model's")
+    p.add_argument("--cfg-scale", type=float, default=None, help="default: the model's")
+    p.add_argument("--sync-scale", type=float, default=None, help="default: the model's")
     p.add_argument("--anchor", choices=["static", "shift"], default="static")
     p.add_argument("--seed", type=int, default=0, help="sampling seed and baseline offsets")
     p.add_argument("--precision", default="auto")
@@ -114,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="onset match tolerance, s")
     p.add_argument("--draws", type=int, default=10, help="random offsets per clip for the shifted baseline")
     p.add_argument("--json", help="report file (default: a new DATA/sync_eval_NNNNN.json)")
-    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file (and --save-audio files) if they exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
     p.set_defaults(func=_run)
 
@@ -127,10 +126,12 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise FileExistsError(f"--json '{args.json}' already exists; pass --overwrite to replace it, or choose another name")
     clips = load_held_out(args.data, args.clips or None)
     sources: dict[str, AudioSource] = {} if args.no_ground_truth else {"ground truth": ground_truth_source}
     sources.update({name: folder_source(folder) for name, folder in args.generated})
-    generated = _model_sources(args)
+    generated, model_settings = _model_sources(args, clips)
     sources.update(generated)
     if not sources:
         raise SystemExit("eval-sync: nothing to score (ground truth disabled, no --generated, no model)")
@@ -146,8 +147,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     report["settings"] = {"data": str(args.data), "seconds": round(time.perf_counter() - started, 2),
                           "generated": {name: str(folder) for name, folder in args.generated}}
     if generated:
-        report["settings"]["model"] = {"guidance": args.guidance, "steps": args.steps, "cfg_scale": args.cfg_scale,
-                                       "sync_scale": args.sync_scale, "anchor": args.anchor, "seed": args.seed}
+        report["settings"]["model"] = model_settings
     print(format_table(report))
     output = Path(args.json) if args.json else Path(args.data) / (next_free_stem(args.data, "sync_eval") + ".json")
     write_report(output, json.dumps(report, indent=1) + "\n", overwrite=args.overwrite)

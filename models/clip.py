@@ -166,6 +166,8 @@ class MMAudioClip(nn.Module):
 class ClipImageEncoder:
     """`ImageEncoder` of the pipeline: frames `[T, 3, S, S]` in [-1, 1] (the media package's model input)."""
 
+    kind = "mmaudio-clip"
+
     def __init__(self, clip: MMAudioClip, batch_size: int = IMAGE_CHUNK):
         self.clip, self.batch_size = clip, batch_size
         self.frame_spec = clip.frame_spec
@@ -184,6 +186,8 @@ class ClipImageEncoder:
 
 class ClipTextEncoder:
     """`TextEncoder` of the pipeline: prompts -> `[B, 77, text_width]` float32 (each prompt on its own)."""
+
+    kind = "mmaudio-clip"
 
     def __init__(self, clip: MMAudioClip):
         self.clip = clip

@@ -166,6 +166,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 class ClapTextEncoder:
     """CLAP text tower: prompts -> per-token features `[B, L<=77, 768]`, prompts padded together."""
 
+    kind = "clap"  # stamped on the features it makes, so a model of another family can refuse them
     max_tokens: int = TEXT_TOKENS
 
     def __init__(self, model: torch.nn.Module, tokenizer) -> None:
@@ -239,6 +240,8 @@ class ClapTextEncoder:
 
 class Siglip2ImageEncoder:
     """SigLIP2 image tower: frames `[T, 3, S, S]` in [-1, 1] -> pooled features `[T, 768]`."""
+
+    kind = "siglip2"
 
     frame_spec: FrameSpec = SIGLIP2_FRAME_SPEC
 

@@ -210,6 +210,8 @@ class OffsetTransformer(nn.Module):
 # The full model
 # ----------------------------------------------------------------------------------------------
 class Synchformer(nn.Module):
+    kind = "synchformer"  # stamped on the sync features it makes
+
     def __init__(self, config: SynchformerConfig | None = None, operations=CastOps, device=None, dtype=None):
         super().__init__()
         self.config = config = config or release()

@@ -89,22 +89,22 @@ def blame(name: str):
 
 
 # Models -----------------------------------------------------------------------------------------------
-def model_path(name: str, input_name: str, what: str = "model file") -> Path | str:
-    """The file or folder a COMBO value names; the built-in demo name passes through to the loaders."""
-    from ..demo.bundle import DEMO_MODEL
+def model_path(name: str, input_name: str, part: str, what: str = "model file") -> Path:
+    """The file or folder a COMBO value names; the built-in demo name is its `part`'s file."""
+    from ..demo.bundle import DEMO_MODEL, demo_file
 
-    if name == DEMO_MODEL:
-        return name
     with blame(input_name):
+        if name == DEMO_MODEL:
+            return demo_file(part)
         return host().resolve_model(name, what)
 
 
-def load_model(loader: Callable, path: Path, precision: str, input_name: str):
+def load_model(loader: Callable, path: Path, precision: str, input_name: str, **options):
     """Load onto the offload device with the precision of the compute device (so "auto" means what it
     will run in); a stage moves it in when needed."""
     compute, offload = host().compute_device(), host().offload_device()
     with blame(input_name):
-        return loader(path, precision, offload, compute)
+        return loader(path, precision, offload, compute, **options)
 
 
 def file_choices(folders: bool = False) -> list[str]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from ..pipeline import DEFAULT_NEGATIVE_PROMPT, encode_text, encode_video
+from ..families.hunyuan import HUNYUAN
+from ..pipeline import encode_text, encode_video
 from ..sampling.guidance import ANCHORS, CFG, SyncCFG
 from .common import CONDITIONING, FoleyVideo, blame, host, progress
 
@@ -26,8 +27,10 @@ class SyncFoleyTextEncode:
             "prompt": ("STRING", {"multiline": True, "default": "",
                                   "tooltip": "The sound to make, e.g. 'footsteps on gravel'. May be empty for "
                                              "video-to-audio."}),
-            "negative_prompt": ("STRING", {"multiline": True, "default": DEFAULT_NEGATIVE_PROMPT,
-                                           "tooltip": "Qualities to steer away from (the unconditional branch of CFG)."}),
+            "negative_prompt": ("STRING", {"multiline": True, "default": HUNYUAN.defaults.negative_prompt,
+                                           "tooltip": "Qualities to steer away from (the unconditional branch of CFG). "
+                                                      "HunyuanVideo-Foley was released with 'noisy, harsh', MMAudio "
+                                                      "with an empty one."}),
         }}
 
     def encode(self, text_encoder, prompt: str, negative_prompt: str):

@@ -12,8 +12,6 @@ from ..sampling.samplers import SAMPLERS
 from ..sampling.schedules import SCHEDULES
 from .common import AUDIO, SAMPLING, SEED_MAX, host, input_error, progress
 
-DEFAULT_GUIDANCE = CFG(4.5)
-
 
 def audio_latent(samples: torch.Tensor, duration: float) -> dict:
     """ComfyUI LATENT of Foley audio latents [B, C, L] lasting `duration` seconds."""
@@ -40,7 +38,8 @@ class SyncFoleySampler:
                 "text_cond": ("FOLEY_TEXT_COND", {"tooltip": "From Foley Text Encode."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
                                  "tooltip": "Noise seed; take k uses seed + k."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Sampler steps (50 as released)."}),
+                "steps": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "Sampler steps; 0 = the model's "
+                                  "(as released: 50 HunyuanVideo-Foley, 25 MMAudio; 25 the demo)."}),
                 "sampler_name": (list(SAMPLERS), {"default": "euler", "tooltip": "ODE solver; euler as released. "
                                                   "heun/midpoint use 2 and rk4 4 model calls per step."}),
                 "schedule": (list(SCHEDULES), {"default": "linear", "tooltip": "Noise levels from 1 to 0: linear as "
@@ -52,7 +51,8 @@ class SyncFoleySampler:
                                        "tooltip": "Seconds of audio; 0 = the video's length. Required for text-to-audio."}),
                 "window_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01,
                                              "tooltip": "Long video: sample in windows of this many seconds (e.g. 10); "
-                                                        "0 = the whole clip in one window."}),
+                                                        "0 = the model's: 8 s windows for MMAudio (its training "
+                                                        "length), the whole clip at once for HunyuanVideo-Foley."}),
                 "overlap_seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 600.0, "step": 0.01,
                                               "tooltip": "Overlap between windows, cross-faded at every step."}),
                 "low_memory": ("BOOLEAN", {"default": False, "tooltip": "Run the guidance branches one after another "
@@ -61,7 +61,8 @@ class SyncFoleySampler:
             "optional": {
                 "visual_cond": ("FOLEY_VISUAL_COND", {"tooltip": "From Foley Visual Encode; leave unconnected for "
                                                       "text-to-audio."}),
-                "guidance": ("FOLEY_GUIDANCE", {"tooltip": "Foley CFG or SyncCFG Guidance; unconnected = CFG 4.5."}),
+                "guidance": ("FOLEY_GUIDANCE", {"tooltip": "Foley CFG or SyncCFG Guidance; unconnected = the model's "
+                                                "CFG (4.5)."}),
                 "gpu_blocks": ("INT", {"default": -1, "min": -1, "max": 1024,
                                        "tooltip": "Low VRAM: keep only this many DiT blocks on the GPU and stream "
                                                   "the others from CPU memory one block ahead (XXL has 54 blocks, "
@@ -72,19 +73,19 @@ class SyncFoleySampler:
     def sample(self, model, text_cond: TextFeatures, seed: int, steps: int, sampler_name: str, schedule: str,
                shift: float, takes: int, duration: float, window_seconds: float, overlap_seconds: float,
                low_memory: bool, visual_cond: VisualFeatures | None = None, guidance=None, gpu_blocks: int = -1):
-        guidance = guidance or DEFAULT_GUIDANCE
+        guidance = guidance or CFG(model.defaults.cfg_scale)
         duration = self._duration(model, text_cond, visual_cond, guidance, duration)
-        if window_seconds and overlap_seconds >= window_seconds:
-            raise input_error("overlap_seconds", f"{overlap_seconds:g} s must be shorter than window_seconds "
-                                                 f"({window_seconds:g} s)")
         if sampler_name not in SAMPLERS:
             raise input_error("sampler_name", f"'{sampler_name}' is not one of {', '.join(SAMPLERS)}")
         if schedule not in SCHEDULES:
             raise input_error("schedule", f"'{schedule}' is not one of {', '.join(SCHEDULES)}")
-        options = SamplingOptions(steps=steps, sampler=sampler_name, schedule=schedule, shift=shift, seed=seed,
+        options = SamplingOptions(steps=steps or None, sampler=sampler_name, schedule=schedule, shift=shift, seed=seed,
                                   takes=takes, window_seconds=window_seconds or None, overlap_seconds=overlap_seconds,
-                                  batched_guidance=not low_memory)
-        with host().stage(model, gpu_blocks=gpu_blocks), progress(steps, "sampling") as update:
+                                  batched_guidance=not low_memory).resolved(model)
+        if options.window_seconds and overlap_seconds >= options.window_seconds:
+            raise input_error("overlap_seconds", f"{overlap_seconds:g} s must be shorter than the windows "
+                                                 f"({options.window_seconds:g} s)")
+        with host().stage(model.network, gpu_blocks=gpu_blocks), progress(options.steps, "sampling") as update:
             latents = generate_latents(model, text_cond, visual_cond, guidance, options, duration,
                                        callback=lambda info: update(info["i"] + 1))
         return (audio_latent(latents.float().cpu(), duration),)
@@ -92,24 +93,17 @@ class SyncFoleySampler:
     @staticmethod
     def _duration(model, text: TextFeatures, visual: VisualFeatures | None, guidance, duration: float) -> float:
         """The audio length, after checking the conditions fit the model and each other."""
-        config = model.config
-        if text.positive.shape[-1] != config.text_dim:
-            raise input_error("text_cond", f"has {text.positive.shape[-1]}-d features but the model takes "
-                                           f"{config.text_dim}-d; use the CLAP encoder that goes with this model")
+        model.check_conditions(text, visual)  # a ValueError that names text_cond or visual_cond
         if visual is None:
             if isinstance(guidance, SyncCFG) and guidance.sync_scale != 0:
                 raise input_error("guidance", "SyncCFG builds its anchor from the video: connect a visual_cond, "
                                               "or use Foley CFG Guidance for text-to-audio")
             if duration <= 0:
                 raise input_error("duration", "text-to-audio (no visual_cond) needs the length in seconds")
-            if config.latent_length(duration) == 0:
+            if model.latent_length(duration) == 0:
                 raise input_error("duration", f"{duration:g} s is shorter than one latent frame "
-                                              f"({1 / config.latent_rate:g} s)")
+                                              f"({1 / model.latent_rate:g} s)")
             return duration
-        if (visual.clip.shape[-1], visual.sync.shape[-1]) != (config.clip_dim, config.sync_dim):
-            raise input_error("visual_cond", f"has {visual.clip.shape[-1]}-d SigLIP2 and {visual.sync.shape[-1]}-d "
-                                             f"Synchformer features but the model takes {config.clip_dim}-d and "
-                                             f"{config.sync_dim}-d; use the encoders that go with this model")
         if isinstance(guidance, SyncCFG) and guidance.anchor == "static" and visual.static_clip is None:
             raise input_error("guidance", "the static anchor needs Foley Visual Encode with static_anchor on")
         if duration > visual.duration + 1e-6:

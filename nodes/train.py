@@ -100,6 +100,7 @@ class TrainFoleyLoRA:
               seed=0, resume=False):
         import torch
 
+        from ..families import as_flow
         from ..models.lora import apply_lora
         from ..pipeline import loaders
         from ..training.config import TrainConfig
@@ -120,7 +121,9 @@ class TrainFoleyLoRA:
                 raise ValueError("link a FOLEY_MODEL to 'model' or pick a DiT file in 'model_name'")
             checkpoint = str(h.resolve_model(model_name, "Foley model file"))
             model = loaders.load_foley_model(checkpoint, "auto", device)
-        _without_inference_tensors(model)
+        model = as_flow(model)  # a loader's model, or a network handed over by a script
+        network = model.network
+        _without_inference_tensors(network)
         run_dir = h.get_output_dir() / "foley_training" / output_name
         if not resume:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -134,7 +137,7 @@ class TrainFoleyLoRA:
         config.lora.rank = lora_rank
         config.optim.learning_rate = learning_rate
         config.objective.repa_weight = repa_weight
-        config.objective.repa_depth = max(1, min(repa_depth, model.config.single_blocks))
+        config.objective.repa_depth = max(1, min(repa_depth, network.config.single_blocks))
         config.train.max_steps, config.train.seed = steps, seed
         config.train.checkpoint_every = max(100, steps // 5)
         config.train.log_every = max(1, steps // 100)
@@ -170,7 +173,7 @@ class TrainFoleyLoRA:
             progress.update(info.step, steps)
             h.check_interrupt()
 
-        trainer = Trainer(config, model=model)
+        trainer = Trainer(config, model=network)
         lora_path = h.model_dirs()[0] / LORA_FOLDER / f"{output_name}.safetensors"
         try:
             result = trainer.train(resume=resume or None, callback=on_step)
@@ -180,7 +183,7 @@ class TrainFoleyLoRA:
             # The adapters' copy shares the input model's tensors: park them (and it) off the GPU again.
             trainer.module.to(h.offload_device())
             trainer.accelerator.free_memory()
-        tuned = apply_lora(model, lora_path)
+        tuned = model.with_network(apply_lora(network, lora_path))
         last = result.history[-1].loss if result.history else float("nan")
         start = first[0] if first else last
         text = f"{result.steps} steps: loss {start:.4f} -> {last:.4f}; LoRA saved to {lora_path}"

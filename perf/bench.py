@@ -199,12 +199,13 @@ def run_end_to_end(args: argparse.Namespace) -> list[dict]:
     from .e2e import run_e2e
 
     if not args.models:
-        raise SystemExit("bench e2e: give --models DIR (a folder with the DiT, VAE, Synchformer, CLAP and SigLIP2)")
+        raise SystemExit("bench e2e: give --models DIR (a folder with a model set, or demo)")
     models = load_models(args, compile_backend=args.compile)
+    result = run_e2e(models, args)
     row = {"measure": f"e2e {args.guidance} {'sequential' if args.sequential else 'batched'}"
                       + (" offload" if args.offload else "") + (f" gpu_blocks={args.gpu_blocks}" if args.gpu_blocks is not None else ""),
-           "config": models.dit.config.variant, "params_m": parameter_count(models.dit) / 1e6,
-           "dtype": args.precision, "device": args.device, "steps": args.steps, **run_e2e(models, args)}
+           "config": models.model.variant, "params_m": parameter_count(models.model.network) / 1e6,
+           "dtype": args.precision, "device": args.device, **result}
     columns = ["measure", "config", "params_m", "dtype", "device", "steps", "audio_s", "text_s", "video_s",
                "sampling_s", "step_s", "decode_s", "mux_s", "total_s", "rtf", "working_mib", "rss_peak_mib",
                "device_peak_mib"]
@@ -253,14 +254,16 @@ def add_parser(subparsers) -> None:
                    help="torch.compile our DiT's blocks (backend: inductor when given bare)")
     p.add_argument("--reference-src", help="reference: a clone of github.com/Tencent-Hunyuan/HunyuanVideo-Foley")
     e2e = p.add_argument_group("e2e (a whole clip through the pipeline)")
-    e2e.add_argument("--models", help="model folder (DiT, VAE, Synchformer files; CLAP, SigLIP2 folders)")
+    e2e.add_argument("--models", help="model folder (a HunyuanVideo-Foley or MMAudio set), or demo")
+    e2e.add_argument("--model", help="the network file in --models where it holds several")
+    e2e.add_argument("--family", help="hunyuanvideo-foley or mmaudio, where --models holds a set of each")
     e2e.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16, fp8_e4m3fn, fp8_e5m2")
     e2e.add_argument("--video", help="video to run on (default: a generated clip of --seconds)")
     e2e.add_argument("--prompt", default="")
     e2e.add_argument("--guidance", default="cfg", choices=["cfg", "synccfg"])
-    e2e.add_argument("--cfg-scale", type=float, default=4.5)
-    e2e.add_argument("--sync-scale", type=float, default=1.0)
-    e2e.add_argument("--steps", type=int, default=50)
+    e2e.add_argument("--cfg-scale", type=float, default=None, help="default: the model's")
+    e2e.add_argument("--sync-scale", type=float, default=None, help="default: the model's")
+    e2e.add_argument("--steps", type=int, default=None, help="default: the model's")
     e2e.add_argument("--sampler", default="euler")
     e2e.add_argument("--sequential", action="store_true", help="guidance branches one after another")
     p.set_defaults(func=run)

@@ -17,7 +17,7 @@ import torch
 from ..media import mux_audio
 from ..pipeline import FoleyPipeline
 from ..sampling.generate import SamplingOptions
-from ..sampling.guidance import CFG, SyncCFG
+from ..sampling.guidance import SyncCFG
 from .memory import track_peak_memory
 
 
@@ -68,6 +68,7 @@ def bench_end_to_end(pipeline: FoleyPipeline, video: Path, prompt: str, guidance
     total = sum(timings.values())
     return {
         **timings,
+        "steps": options.steps,
         "step_s": timings["sampling_s"] / options.steps,
         "total_s": total,
         "audio_s": visual.duration,
@@ -79,9 +80,11 @@ def bench_end_to_end(pipeline: FoleyPipeline, video: Path, prompt: str, guidance
 
 
 def run_e2e(models, args) -> dict:
-    guidance = SyncCFG(args.cfg_scale, args.sync_scale) if args.guidance == "synccfg" else CFG(args.cfg_scale)
+    from ..cli.options import guidance_from
+
+    guidance = guidance_from(args.guidance, models.model.defaults, args.cfg_scale, args.sync_scale)
     options = SamplingOptions(steps=args.steps, sampler=args.sampler, seed=0,
-                              batched_guidance=not args.sequential)
+                              batched_guidance=not args.sequential).resolved(models.model)
     pipeline = FoleyPipeline(models, device=args.device, offload=args.offload, gpu_blocks=args.gpu_blocks)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

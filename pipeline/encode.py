@@ -18,7 +18,6 @@ from ..media.frames import SampledClip
 from ..models.encoders import FrameSpec
 from ..sampling.features import TextFeatures, VisualFeatures
 
-DEFAULT_NEGATIVE_PROMPT = "noisy, harsh"
 IMAGE_STREAM, SYNC_STREAM = "image", "sync"
 SEGMENT_FRAMES, SEGMENT_STRIDE = 16, 8
 CHUNK_SECONDS = 16  # at least; rounded up to a whole number of both streams' steps (16 s for the release)
@@ -40,10 +39,10 @@ class SyncEncoder(Protocol):
     def extract_visual(self, segments: torch.Tensor) -> torch.Tensor: ...
 
 
-def encode_text(encoder: TextEncoder, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT) -> TextFeatures:
+def encode_text(encoder: TextEncoder, prompt: str, negative_prompt: str) -> TextFeatures:
     """Encode the prompt and the negative prompt together, as the reference does (one padded batch)."""
     tokens = encoder.encode([negative_prompt, prompt]).float().cpu()
-    return TextFeatures(tokens[1:2], tokens[0:1], prompt, negative_prompt)
+    return TextFeatures(tokens[1:2], tokens[0:1], prompt, negative_prompt, getattr(encoder, "kind", None))
 
 
 def stream_specs(image_encoder: ImageEncoder, sync_encoder: SyncEncoder) -> tuple[StreamSpec, StreamSpec]:
@@ -156,6 +155,8 @@ def encode_video(
         segment_frames=SEGMENT_FRAMES,
         segment_stride=SEGMENT_STRIDE,
         tokens_per_segment=sync.shape[1],
+        image_encoder=getattr(image_encoder, "kind", None),
+        sync_encoder=getattr(sync_encoder, "kind", None),
     )
 
 

@@ -14,84 +14,67 @@ from typing import Callable
 
 import torch
 
+from ..demo.encoders import demo_encoder_kind
+from ..families import FlowModel
 from ..models.offload import blocks_streamed, moved_to
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, generate_latents
 from ..sampling.guidance import CFG, Guidance
 from . import loaders
 from .decode import decode_latents
-from .encode import DEFAULT_NEGATIVE_PROMPT, ImageEncoder, SyncEncoder, TextEncoder, encode_text, encode_video
-
-
-MODEL_PARTS = ("dit", "vae", "synchformer", "clap", "siglip")
-_WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".ckpt")
-
-
-def find_model_files(folder: str | os.PathLike) -> dict[str, Path | str]:
-    """The five model parts in `folder` (or `folder/foley`), recognised by name: a DiT file with
-    'foley' or 'dit' in its name, files with 'vae' and 'synchformer', folders with 'clap' and 'siglip'.
-    `folder` may also be "demo" (the built-in demo model).
-
-    Raises FileNotFoundError naming the part that is missing or ambiguous.
-    """
-    from ..demo.bundle import DEMO_MODEL
-
-    if str(folder) in ("demo", DEMO_MODEL):  # the built-in demo model: every loader takes its name
-        return {part: DEMO_MODEL for part in MODEL_PARTS}
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder '{folder}' does not exist")
-    roots = [folder] + ([folder / "foley"] if (folder / "foley").is_dir() else [])
-    entries = [p for root in roots for p in sorted(root.iterdir())]
-    files = [p for p in entries if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES]
-    named = lambda p, *keys: any(k in p.name.lower() for k in keys)  # noqa: E731
-    tests = {
-        "vae": lambda p: p in files and named(p, "vae"),
-        "synchformer": lambda p: p in files and named(p, "synchformer"),
-        "dit": lambda p: p in files and named(p, "foley", "dit") and not named(p, "vae", "synchformer", "lora"),
-        "clap": lambda p: p.is_dir() and named(p, "clap"),
-        "siglip": lambda p: p.is_dir() and named(p, "siglip"),
-    }
-    found = {}
-    for part, test in tests.items():
-        matches = [p for p in entries if test(p)]
-        if len(matches) != 1:
-            what = "nothing" if not matches else ", ".join(p.name for p in matches)
-            raise FileNotFoundError(f"model folder '{folder}': found {what} for the {part}; name one file per part")
-        found[part] = matches[0]
-    return found
+from .encode import ImageEncoder, SyncEncoder, TextEncoder, encode_text, encode_video
+from .files import find_model_files
 
 
 @dataclass
 class FoleyModels:
-    dit: torch.nn.Module
+    """One family's set, loaded: the network (as its `FlowModel`), the audio VAE and the encoders."""
+
+    model: FlowModel
     vae: torch.nn.Module
     text_encoder: TextEncoder
     image_encoder: ImageEncoder
     sync_encoder: SyncEncoder
 
+    @property
+    def family(self):
+        return self.model.family
+
     @classmethod
-    def from_files(cls, dit: str | os.PathLike, vae: str | os.PathLike, synchformer: str | os.PathLike,
-                   clap: str | os.PathLike, siglip: str | os.PathLike, precision: str = "auto",
-                   device=None, compute_device=None) -> "FoleyModels":
-        """The released models: DiT, DAC-VAE and Synchformer files, CLAP and SigLIP2 folders, loaded
-        onto `device` in the precision suited to `compute_device` (default: `device`)."""
+    def from_files(cls, model: str | os.PathLike, vae: str | os.PathLike, synchformer: str | os.PathLike,
+                   text_encoder: str | os.PathLike, image_encoder: str | os.PathLike,
+                   vocoder: str | os.PathLike | None = None, precision: str = "auto", device=None,
+                   compute_device=None) -> "FoleyModels":
+        """A set from its files, loaded onto `device` in the precision suited to `compute_device`
+        (default: `device`). HunyuanVideo-Foley: the DiT, DAC-VAE and Synchformer files, the CLAP and
+        SigLIP2 folders. MMAudio: the network, the mel VAE and its `vocoder`, the Synchformer, and its
+        CLIP file as both encoders (loaded once)."""
         at = dict(device=device, compute_device=compute_device)
+        if Path(text_encoder) == Path(image_encoder) and Path(text_encoder).is_file() \
+                and not demo_encoder_kind(text_encoder):
+            clip = loaders.load_clip(text_encoder, "fp32", **at)
+            texts, images = clip.text_encoder(), clip.image_encoder()
+        else:
+            texts = loaders.load_text_encoder(text_encoder, "fp32", **at)
+            images = loaders.load_image_encoder(image_encoder, "fp32", **at)
         return cls(
-            dit=loaders.load_foley_model(dit, precision, **at),
-            vae=loaders.load_vae(vae, "fp32", **at),
-            text_encoder=loaders.load_text_encoder(clap, "fp32", **at),
-            image_encoder=loaders.load_image_encoder(siglip, "fp32", **at),
+            model=loaders.load_foley_model(model, precision, **at),
+            vae=loaders.load_vae(vae, "fp32", **at, vocoder=vocoder),
+            text_encoder=texts,
+            image_encoder=images,
             sync_encoder=loaders.load_synchformer(synchformer, "fp32" if precision == "auto" else precision, **at),
         )
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, precision: str = "auto", device=None,
-                    compute_device=None) -> "FoleyModels":
-        """The five parts found by name in `folder` (see `find_model_files`)."""
-        paths = find_model_files(folder)
-        return cls.from_files(*(paths[part] for part in MODEL_PARTS), precision=precision, device=device,
-                              compute_device=compute_device)
+    def from_folder(cls, folder: str | os.PathLike, precision: str = "auto", device=None, compute_device=None,
+                    family: str | None = None, model: str | None = None) -> "FoleyModels":
+        """The set found by name in `folder` ("demo": the built-in one; see `find_model_files`)."""
+        files = find_model_files(folder, family, model)
+        paths = dict(files.paths)
+        clip = paths.pop("clip", None)
+        if clip is not None:
+            paths.update(text_encoder=clip, image_encoder=clip)
+        return cls.from_files(**paths, precision=precision, device=device, compute_device=compute_device)
 
 
 @dataclass
@@ -121,9 +104,16 @@ class FoleyPipeline:
     def _on_device(self, *modules):
         return moved_to(list(modules), self.device) if self.offload else nullcontext()
 
-    def encode_text(self, prompt: str, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT) -> TextFeatures:
+    @property
+    def defaults(self):
+        """What the set's family runs with by default (steps, CFG scale, negative prompt, ...)."""
+        return self.models.model.defaults
+
+    def encode_text(self, prompt: str, negative_prompt: str | None = None) -> TextFeatures:
+        """`negative_prompt` None: the family's (HunyuanVideo-Foley "noisy, harsh", MMAudio empty)."""
+        negative = self.defaults.negative_prompt if negative_prompt is None else negative_prompt
         with self._on_device(self.models.text_encoder):
-            return encode_text(self.models.text_encoder, prompt, negative_prompt)
+            return encode_text(self.models.text_encoder, prompt, negative)
 
     def encode_video(self, source, start: float = 0.0, max_duration: float | None = None,
                      static_anchor: bool = True, progress: Callable[[float], None] | None = None) -> VisualFeatures:
@@ -131,13 +121,19 @@ class FoleyPipeline:
             return encode_video(source, self.models.image_encoder, self.models.sync_encoder, start, max_duration,
                                 static_anchor, progress)
 
-    def sample(self, text: TextFeatures, visual: VisualFeatures | None, guidance: Guidance = CFG(),
+    def guidance(self, guidance: Guidance | None) -> Guidance:
+        """`guidance`, or the family's CFG."""
+        return CFG(self.defaults.cfg_scale) if guidance is None else guidance
+
+    def sample(self, text: TextFeatures, visual: VisualFeatures | None, guidance: Guidance | None = None,
                options: SamplingOptions = SamplingOptions(), duration: float | None = None,
                callback: Callable[[dict], None] | None = None) -> torch.Tensor:
-        placement = (self._on_device(self.models.dit) if self.gpu_blocks is None
-                     else blocks_streamed(self.models.dit, self.device, self.gpu_blocks))
+        network = self.models.model.network
+        placement = (self._on_device(network) if self.gpu_blocks is None
+                     else blocks_streamed(network, self.device, self.gpu_blocks))
         with placement:
-            return generate_latents(self.models.dit, text, visual, guidance, options, duration, callback)
+            return generate_latents(self.models.model, text, visual, self.guidance(guidance), options, duration,
+                                    callback)
 
     def decode(self, latents: torch.Tensor, duration: float | None = None) -> tuple[torch.Tensor, int]:
         with self._on_device(self.models.vae):
@@ -147,8 +143,8 @@ class FoleyPipeline:
         self,
         video: str | os.PathLike | tuple[torch.Tensor, float] | None = None,
         prompt: str = "",
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-        guidance: Guidance = CFG(),
+        negative_prompt: str | None = None,
+        guidance: Guidance | None = None,
         options: SamplingOptions = SamplingOptions(),
         duration: float | None = None,
         start: float = 0.0,
@@ -157,10 +153,12 @@ class FoleyPipeline:
     ) -> FoleyResult:
         """Audio for `video` (a file or `(IMAGE frames, fps)`) or, without one, for `prompt` alone.
 
-        `progress(stage, done, total)` follows the slow stages: "video" (seconds encoded), "sampling"
-        (steps), "decoding"; `callback(info)` gets every sampling step's details.
+        What is left as None is the family's default (negative prompt, CFG, options' steps and
+        windows). `progress(stage, done, total)` follows the slow stages: "video" (seconds encoded),
+        "sampling" (steps), "decoding"; `callback(info)` gets every sampling step's details.
         """
         report = progress or (lambda stage, done, total=None: None)
+        guidance, options = self.guidance(guidance), options.resolved(self.models.model)
         text = self.encode_text(prompt, negative_prompt)
         visual = None
         if video is not None:

@@ -20,6 +20,7 @@ class TextFeatures:
     negative: torch.Tensor  # [1, Lt, D]
     prompt: str = ""
     negative_prompt: str = ""
+    encoder: str | None = None  # the text encoder's `kind`: a model of another family refuses the features
 
     def __post_init__(self):
         if self.positive.shape != self.negative.shape:
@@ -41,6 +42,8 @@ class VisualFeatures:
     segment_frames: int = 16
     segment_stride: int = 8
     tokens_per_segment: int = 8
+    image_encoder: str | None = None  # the encoders' `kind`s: a model of another family refuses the features
+    sync_encoder: str | None = None
 
     @property
     def segments(self) -> int:

@@ -18,7 +18,6 @@ from typing import Mapping
 
 import torch
 
-from ..models.dit import FoleyConditions
 from .features import TextFeatures, VisualFeatures
 
 UNCOND, COND, ANCHOR = "uncond", "cond", "anchor"
@@ -93,24 +92,23 @@ def branch_inputs(
 class GuidedVelocity:
     """`velocity(x, sigma)` of a guidance over prepared branch conditions, for `takes` samples.
 
-    `joint_text_kv` lets windows share one stacked copy of the branches' text keys and values.
+    `flow` is a family's `FlowModel`; its `conditioner` stacks the branches for a batched forward.
     """
 
-    def __init__(self, model, guidance: Guidance, conditions: Mapping[str, FoleyConditions], takes: int,
-                 batched: bool = True, joint_text_kv=None):
-        self.model = model
+    def __init__(self, flow, guidance: Guidance, conditions: Mapping[str, object], takes: int,
+                 batched: bool = True, conditioner=None):
+        self.flow = flow
         self.guidance = guidance
         self.names = guidance.branches
-        branches = [conditions[name].expand(takes) for name in self.names]
+        branches = [conditions[name] for name in self.names]
         if batched and len(branches) > 1:
-            self.joint, self.branches = FoleyConditions.cat(branches, joint_text_kv), None
+            self.joint, self.branches = (conditioner or flow.conditioner()).cat(branches, takes), None
         else:
-            self.joint, self.branches = None, branches
+            self.joint, self.branches = None, [branch.expand(takes) for branch in branches]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        t = sigma * 1000
         if self.joint is not None:
-            v = self.model.velocity(x.repeat(len(self.names), 1, 1), t, self.joint).chunk(len(self.names))
+            v = self.flow.velocity(x.repeat(len(self.names), 1, 1), sigma, self.joint).chunk(len(self.names))
         else:
-            v = [self.model.velocity(x, t, branch) for branch in self.branches]
+            v = [self.flow.velocity(x, sigma, branch) for branch in self.branches]
         return self.guidance.combine(dict(zip(self.names, v)))

@@ -50,7 +50,7 @@ def empty_host(tmp_path):
 def test_the_shipped_files_are_small_and_chain_their_widths(demo_models):
     sizes = {part: bundle.demo_file(part).stat().st_size for part in bundle.FILES}
     assert sum(sizes.values()) < 10 * 2**20, sizes
-    config = demo_models.dit.config
+    config = demo_models.model.config
     assert config.latent_dim == demo_models.vae.config.latent_dim
     assert demo_models.vae.sample_rate / demo_models.vae.hop_length == config.latent_rate == 50
     text = demo_models.text_encoder.encode(["a red metal ball bounces on the floor"])
@@ -61,20 +61,28 @@ def test_the_shipped_files_are_small_and_chain_their_widths(demo_models):
     assert manifest["bytes"] == sizes
 
 
-def test_every_pipeline_loader_takes_the_demo_name_and_the_demo_files(demo_models):
-    assert isinstance(load_text_encoder(DEMO), DemoTextEncoder)
+def test_the_loaders_recognise_the_demo_files_as_one_more_model_set(demo_models):
+    from syncfoley.families.demo import DEMO as DEMO_FAMILY
+    from syncfoley.pipeline import find_model_files
+
+    assert isinstance(load_text_encoder(bundle.demo_file("clap")), DemoTextEncoder)
     assert isinstance(load_image_encoder(bundle.demo_file("siglip")), DemoImageEncoder)
-    assert isinstance(load_synchformer(DEMO, "fp16"), DemoSyncEncoder)
-    assert load_foley_model(DEMO).config == demo_models.dit.config
-    assert load_vae(DEMO).config == demo_models.vae.config
+    assert isinstance(load_synchformer(bundle.demo_file("synchformer"), "fp16"), DemoSyncEncoder)
+    model = load_foley_model(bundle.demo_file("dit"))
+    assert model.config == demo_models.model.config and model.family is DEMO_FAMILY  # the file names its family
+    assert model.defaults.steps == 25 and demo_models.family is DEMO_FAMILY
+    assert load_vae(bundle.demo_file("vae")).config == demo_models.vae.config
+    assert find_model_files(DEMO).paths == {part: bundle.demo_file(name) for part, name in (
+        ("model", "dit"), ("vae", "vae"), ("synchformer", "synchformer"), ("text_encoder", "clap"),
+        ("image_encoder", "siglip"))}
     with pytest.raises(CheckpointError, match="is the demo text encoder; expected the demo sync encoder"):
         load_synchformer(bundle.demo_file("clap"))
     with pytest.raises(ValueError, match="unknown precision"):
-        load_text_encoder(DEMO, "fp64")
+        load_text_encoder(bundle.demo_file("clap"), "fp64")
 
 
 def test_node_loaders_offer_the_demo_first_and_load_it_from_an_empty_models_folder(empty_host):
-    for name, (input_name, kind) in {"SyncFoleyModelLoader": ("model_name", "FoleyDiT"),
+    for name, (input_name, kind) in {"SyncFoleyModelLoader": ("model_name", "FoleyFlow"),
                                      "SyncFoleyVAELoader": ("vae_name", "DacVae"),
                                      "SyncFoleySynchformerLoader": ("synchformer_name", "DemoSyncEncoder"),
                                      "SyncFoleyTextEncoderLoader": ("folder", "DemoTextEncoder"),

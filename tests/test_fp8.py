@@ -217,7 +217,7 @@ def test_convert_writes_comfyui_scaled_fp8_and_loads_back(tiny, tiny_fp8, tmp_pa
     with pytest.raises(ValueError, match="is the checkpoint being converted"):
         convert_checkpoint(source, source, "fp8_e4m3fn", overwrite=True)
     on_cpu = load_foley_model(output, "fp8_e4m3fn_fast", "cpu")  # no fp8 matrix units: cast on use
-    assert not any(getattr(m, "fp8_matmul", False) for m in on_cpu.modules())
+    assert not any(getattr(m, "fp8_matmul", False) for m in on_cpu.network.modules())
     dequantised = FoleyDiT.from_checkpoint(output, dtype=torch.float32)  # "fp32" precision from an fp8 file
     layer = dequantised.triple_blocks[0].audio_mlp.fc2
     assert layer.weight.dtype == torch.float32 and "scale_weight" not in layer._buffers

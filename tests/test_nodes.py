@@ -164,7 +164,7 @@ def test_sampler_with_gpu_blocks_streams_the_dit_and_gives_the_same_latents(load
     streamed, = node("SyncFoleySampler").sample(*args, gpu_blocks=1)
     assert attached == [1]
     assert torch.equal(streamed["samples"], plain["samples"])
-    model = loaded["model"]  # detached afterwards: no hooks left, every weight back in place
+    model = loaded["model"].network  # detached afterwards: no hooks left, every weight back in place
     assert all(not b._forward_pre_hooks and not b._forward_hooks for b in [*model.triple_blocks, *model.single_blocks])
     assert {p.device.type for p in model.parameters()} == {"cpu"}
 
@@ -336,14 +336,15 @@ def test_lora_node_changes_a_copy_and_names_its_input(folders, loaded):
     from syncfoley.models.lora import save_lora
 
     base = loaded["model"]
-    name, module = next((n, m) for n, m in base.named_modules() if getattr(m, "weight", None) is not None
+    name, module = next((n, m) for n, m in base.network.named_modules() if getattr(m, "weight", None) is not None
                         and m.weight.ndim == 2)
     before = module.weight.clone()
     down, up = torch.ones(1, before.shape[1]), torch.ones(before.shape[0], 1)
     save_lora(Path(host_module.host().model_dirs()[0]) / "test_lora.safetensors", {name: (down, up)}, alpha=1.0)
     try:
         tuned, = node("SyncFoleyLoRA").apply(base, "test_lora.safetensors", 0.5)
-        assert torch.allclose(dict(tuned.named_modules())[name].weight, before + 0.5)
+        assert torch.allclose(dict(tuned.network.named_modules())[name].weight, before + 0.5)
+        assert tuned.family is base.family
         assert torch.equal(module.weight, before)  # the cached base model is left alone
         with pytest.raises(FileNotFoundError, match=r"^lora_name: .*'missing_lora\.safetensors' not found"):
             node("SyncFoleyLoRA").apply(base, "missing_lora.safetensors", 1.0)

@@ -88,13 +88,13 @@ def test_pipeline_without_video_needs_a_duration(models):
 
 @pytest.mark.parametrize("gpu_blocks", [0, 2, 99])
 def test_streamed_sampling_equals_plain_sampling(models, gpu_blocks):
-    text = encode_text(models.text_encoder, "rain")
+    text = encode_text(models.text_encoder, "rain", "")
     options = SamplingOptions(steps=2, seed=4)
     plain = FoleyPipeline(models, device="cpu").sample(text, None, options=options, duration=1.0)
     streamed = FoleyPipeline(models, device="cpu", gpu_blocks=gpu_blocks).sample(text, None, options=options,
                                                                                 duration=1.0)
     assert torch.equal(plain, streamed)
-    blocks = [*models.dit.triple_blocks, *models.dit.single_blocks]
+    blocks = [*models.model.network.triple_blocks, *models.model.network.single_blocks]
     assert all(not b._forward_pre_hooks and not b._forward_hooks for b in blocks)
 
 

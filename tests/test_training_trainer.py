@@ -178,6 +178,6 @@ def test_the_training_node_runs_in_the_headless_runner(data, tiny_models, tmp_pa
         tuned, loss = TrainFoleyLoRA().train(**{**settings, "output_name": "direct"}, model=base)["result"]
         assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
         adapted = "triple_blocks.0.audio_self_attn_qkv.weight"
-        assert not torch.equal(tuned.state_dict()[adapted], before[adapted]) and loss.startswith("3 steps")
+        assert not torch.equal(tuned.network.state_dict()[adapted], before[adapted]) and loss.startswith("3 steps")
     finally:
         shutil.rmtree(loras, ignore_errors=True)
