@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..families.demo import DEMO
 from . import bundle
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +31,6 @@ MANIFEST = HERE / "manifest.json"
 DATASETS = {"train": (1000, 1), "val": (30, 2), "test": (50, 3)}  # clips, dataset seed
 CLIP = {"duration": 3.84, "fps": 25, "size": (64, 64)}
 SYNC_SCALES = (0.5, 1.0, 2.0, 3.0)
-EVAL_STEPS = 25
 STEPS = ("data", "encoders", "vae", "dit", "export", "sweep", "evaluate", "examples")
 
 
@@ -133,7 +133,7 @@ def _evaluate(data: Path, guidances: dict, clips: int | None = None, ground_trut
     from ..sampling.generate import SamplingOptions
 
     pipeline = FoleyPipeline(bundle.demo_models(device="cpu"), device="cpu")
-    options = SamplingOptions(steps=EVAL_STEPS, seed=0)
+    options = SamplingOptions(steps=DEMO.defaults.steps, seed=0)
     cache: dict = {}
 
     def features(clip):
@@ -157,7 +157,8 @@ def _evaluate(data: Path, guidances: dict, clips: int | None = None, ground_trut
 def sweep(log=print) -> dict:
     from ..sampling.guidance import CFG, SyncCFG
 
-    guidances = {"cfg": CFG(4.5), **{f"synccfg {s:g}": SyncCFG(4.5, s) for s in SYNC_SCALES}}
+    scale = DEMO.defaults.cfg_scale
+    guidances = {"cfg": CFG(scale), **{f"synccfg {s:g}": SyncCFG(scale, s) for s in SYNC_SCALES}}
     report = _evaluate(BUILD / "val", guidances, ground_truth=False)
     f1 = {name: round(s["onset"]["f1"], 4) for name, s in report["sources"].items()}
     best = max(SYNC_SCALES, key=lambda s: f1[f"synccfg {s:g}"])
@@ -171,14 +172,15 @@ def evaluate_test(log=print) -> dict:
 
     scale = _manifest().get("sync_scale_sweep", {}).get("chosen", 1.0)
     started = time.perf_counter()
-    report = _evaluate(BUILD / "test", {"cfg": CFG(4.5), "synccfg": SyncCFG(4.5, scale)})
+    report = _evaluate(BUILD / "test", {"cfg": CFG(DEMO.defaults.cfg_scale),
+                                        "synccfg": SyncCFG(DEMO.defaults.cfg_scale, scale)})
     table = format_table(report)
     log(table)
     (BUILD / "test_eval.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     summary = {name: {"f1": round(s["onset"]["f1"], 4), "precision": round(s["onset"]["precision"], 4),
                       "recall": round(s["onset"]["recall"], 4), "shifted_f1": round(s["shifted"]["f1"], 4),
                       "av_align": round(s["av_align"], 4)} for name, s in report["sources"].items()}
-    return {"evaluation": {"data": "test (seed 3)", "clips": report["clips"], "steps": EVAL_STEPS, "cfg_scale": 4.5,
+    return {"evaluation": {"data": "test (seed 3)", "clips": report["clips"], "steps": DEMO.defaults.steps, "cfg_scale": DEMO.defaults.cfg_scale,
                            "sync_scale": scale, "summary": summary, "table": table.splitlines(),
                            "seconds": round(time.perf_counter() - started, 1)}}
 

@@ -79,7 +79,8 @@ class SyncFoleyCFG:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "scale": ("FLOAT", {"default": 4.5, **SCALE, "tooltip": "Guidance strength; 1 or less runs the "
+            "scale": ("FLOAT", {"default": HUNYUAN.defaults.cfg_scale, **SCALE, "tooltip": "Guidance strength (4.5 "
+                                "as released, both families); 1 or less runs the "
                                 "conditional branch alone (half the compute)."}),
         }}
 
@@ -101,8 +102,8 @@ class SyncFoleySyncCFG:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "scale": ("FLOAT", {"default": 4.5, **SCALE, "tooltip": "CFG strength."}),
-            "sync_scale": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.1,
+            "scale": ("FLOAT", {"default": HUNYUAN.defaults.cfg_scale, **SCALE, "tooltip": "CFG strength."}),
+            "sync_scale": ("FLOAT", {"default": HUNYUAN.defaults.sync_scale, "min": -10.0, "max": 10.0, "step": 0.1,
                                      "tooltip": "Strength of the sync term; 0 is plain CFG."}),
             "anchor": (list(ANCHORS), {"default": "static", "tooltip": "static: first frame held (needs Visual Encode "
                                        "with static_anchor on); shift: the video moved by shift_seconds."}),

@@ -22,6 +22,7 @@ from ..models.ops import set_precision, stored_bytes
 from ..sampling.features import TextFeatures, VisualFeatures
 from ..sampling.generate import SamplingOptions, prepare_velocity
 from ..sampling.guidance import CFG, SyncCFG
+from ..families import as_flow
 from ..media.files import write_report
 from .memory import track_peak_memory
 
@@ -175,7 +176,9 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.what in ("dit", "all"):
         rows.append({**common, "measure": "dit forward", **bench_dit(model, args.seconds, args.batch, args.repeats)})
     if args.what in ("sampling", "all"):
-        for name, guidance in (("cfg", CFG(4.5)), ("synccfg", SyncCFG(4.5, 1.0))):
+        defaults = as_flow(model).defaults
+        for name, guidance in (("cfg", CFG(defaults.cfg_scale)),
+                               ("synccfg", SyncCFG(defaults.cfg_scale, defaults.sync_scale))):
             for batched in (True, False):
                 result = bench_step(model, args.seconds, guidance, batched, args.repeats)
                 rows.append({**common, "measure": f"step {name} {'batched' if batched else 'sequential'}", **result})

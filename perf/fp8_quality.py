@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..families.hunyuan import HUNYUAN
 from ..media.files import write_report
 from ..models import dit_config
 from ..models.dit import FoleyDiT
@@ -103,7 +104,8 @@ def outputs(model: FoleyDiT, seconds: float, steps: int, seed: int) -> dict[str,
     conditions = model.prepare(text.positive, visual.clip, visual.sync, length)
     result = {"velocity": model.velocity(x, 1000 * sigmas, conditions).float()}
     if steps:
-        guided, _ = prepare_velocity(model, text, visual, CFG(4.5), SamplingOptions(steps=steps), length)
+        guided, _ = prepare_velocity(model, text, visual, CFG(HUNYUAN.defaults.cfg_scale), SamplingOptions(steps=steps),
+                                     length)
         result["sample"] = euler(guided, noise, linear_sigmas(steps)).float()
     return result
 

@@ -77,7 +77,7 @@ def generate_latents(
     model,
     text: TextFeatures,
     visual: VisualFeatures | None = None,
-    guidance: Guidance = CFG(),
+    guidance: Guidance | None = None,
     options: SamplingOptions = SamplingOptions(),
     duration: float | None = None,
     callback: Callable[[dict], None] | None = None,
@@ -85,11 +85,12 @@ def generate_latents(
 ) -> torch.Tensor:
     """Sample `[takes, latent_dim, frames]` audio latents (fp32) in the space of the model's VAE.
 
-    `duration` defaults to the video's; without a video it is required. `callback(info)` runs after
+    `guidance` defaults to the model's CFG; `duration` defaults to the video's; without a video it is required. `callback(info)` runs after
     every step (progress, previews); raising from it interrupts sampling.
     """
     flow: FlowModel = as_flow(model)
     options = options.resolved(flow)
+    guidance = CFG(flow.defaults.cfg_scale) if guidance is None else guidance
     if duration is None:
         if visual is None:
             raise ValueError("without a video, give the duration of the audio to generate")

@@ -26,7 +26,7 @@ ANCHORS = ("static", "shift")
 
 @dataclass(frozen=True)
 class CFG:
-    scale: float = 4.5
+    scale: float  # a model's own is `FlowModel.defaults.cfg_scale`
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -41,8 +41,8 @@ class CFG:
 
 @dataclass(frozen=True)
 class SyncCFG:
-    scale: float = 4.5
-    sync_scale: float = 1.0
+    scale: float
+    sync_scale: float
     anchor: str = "static"  # "static" (first frame held) or "shift" (video moved by shift_seconds)
     shift_seconds: float = 0.64
 

@@ -82,8 +82,8 @@ def test_batched_and_sequential_guidance_agree(parity_dit, parity_dit_fp64, cond
 
 def test_takes_have_their_own_seeds(parity_dit, conditions):
     text, visual = conditions
-    two = generate_latents(parity_dit, text, visual, CFG(), SamplingOptions(steps=2, seed=10, takes=2))
-    second_alone = generate_latents(parity_dit, text, visual, CFG(), SamplingOptions(steps=2, seed=11))
+    two = generate_latents(parity_dit, text, visual, CFG(4.5), SamplingOptions(steps=2, seed=10, takes=2))
+    second_alone = generate_latents(parity_dit, text, visual, CFG(4.5), SamplingOptions(steps=2, seed=11))
     assert two.shape == (2, 128, 100)
     assert (two[0] - two[1]).abs().max() > 0.1
     torch.testing.assert_close(two[1:], second_alone, rtol=0, atol=1e-5)
@@ -133,18 +133,18 @@ def test_windows_slice_each_stream_at_its_rate():
 def test_sync_cfg_needs_a_video():
     text = TextFeatures(torch.zeros(1, 4, 768), torch.zeros(1, 4, 768))
     with pytest.raises(ValueError, match="SyncCFG needs a video"):
-        branch_inputs(SyncCFG(), text, None)
-    assert set(branch_inputs(CFG(), text, None)) == {"uncond", "cond"}
+        branch_inputs(SyncCFG(4.5, 1.0), text, None)
+    assert set(branch_inputs(CFG(4.5), text, None)) == {"uncond", "cond"}
     assert branch_inputs(CFG(1.0), text, None).keys() == {"cond"}
     with pytest.raises(ValueError, match="unknown SyncCFG anchor 'blur'"):
-        SyncCFG(anchor="blur")
+        SyncCFG(4.5, 1.0, anchor="blur")
 
 
 def test_text_to_audio_needs_a_duration(parity_dit):
     text = random_text_features()
     with pytest.raises(ValueError, match="give the duration"):
-        generate_latents(parity_dit, text, None, CFG(), SamplingOptions(steps=1))
-    latents = generate_latents(parity_dit, text, None, CFG(), SamplingOptions(steps=1), duration=1.0)
+        generate_latents(parity_dit, text, None, CFG(4.5), SamplingOptions(steps=1))
+    latents = generate_latents(parity_dit, text, None, CFG(4.5), SamplingOptions(steps=1), duration=1.0)
     assert latents.shape == (1, 128, 50) and torch.isfinite(latents).all()
 
 

@@ -195,7 +195,10 @@ def test_text_to_audio_saves_audio_of_the_asked_length(folders, loaded):
                                                False)
     audio, = node("SyncFoleyVAEDecode").decode(loaded["vae"], latent)
     assert audio["waveform"].shape == (1, 1, 57600)
-    saved = node("SyncFoleySaveAudio").save(audio, "sounds/dog", "flac")
+    saved = node("SyncFoleySaveAudio").save(audio, "sounds/dog", "flac", audioUI="")  # what frontend 1.27 sends
+    # ComfyUI's player: the frontend draws it for an input of type AUDIO_UI named audioUI (optional, so
+    # newer frontends that send nothing pass validation) and plays the "audio" entries of the ui output.
+    assert NODE_CLASS_MAPPINGS["SyncFoleySaveAudio"].INPUT_TYPES()["optional"]["audioUI"][0] == "AUDIO_UI"
     assert saved["ui"]["audio"] == [{"filename": "dog_00001.flac", "subfolder": "sounds", "type": "output"}]
     with av.open(saved["result"][0]) as container:
         assert sum(f.samples for f in container.decode(audio=0)) == 57600
@@ -286,6 +289,26 @@ def test_load_video_takes_core_video_and_mux_returns_it(folders):
     assert isinstance(comfy_video, FileVideo) and comfy_video.get_stream_source() == paths.splitlines()[0]
     comfy_video.save_to(str(folders / "copy.mp4"))
     assert (folders / "copy.mp4").read_bytes() == Path(paths.splitlines()[0]).read_bytes()
+
+
+def test_mux_returns_comfyuis_own_video_where_comfyui_has_it(folders, monkeypatch):
+    import sys
+    import types
+
+    from syncfoley.nodes.common import as_comfy_video
+
+    class VideoFromFile:  # what comfy_api.input_impl provides in ComfyUI 0.3.31 and later
+        def __init__(self, path):
+            self.path = path
+
+    module = types.ModuleType("comfy_api.input_impl")
+    module.VideoFromFile = VideoFromFile
+    monkeypatch.setitem(sys.modules, "comfy_api", types.ModuleType("comfy_api"))
+    monkeypatch.setitem(sys.modules, "comfy_api.input_impl", module)
+    video = as_comfy_video(folders / "x.mp4")
+    assert isinstance(video, VideoFromFile) and video.path == str(folders / "x.mp4")
+    monkeypatch.setitem(sys.modules, "comfy_api.input_impl", None)  # older ComfyUI, or the headless runner
+    assert type(as_comfy_video(folders / "x.mp4")).__name__ == "FileVideo"
 
 
 def test_load_video_is_changed_follows_the_file(folders):

@@ -107,7 +107,7 @@ def test_windowed_sampling_equals_plain_sampling_up_to_the_window_length(parity_
 def test_windows_take_visual_features_of_their_own_time_span(parity_dit):
     text, visual = random_text_features(), random_visual_features(6.0)
     options = SamplingOptions(window_seconds=2.0, overlap_seconds=0.5, batched_guidance=False)
-    velocity, windows = prepare_velocity(parity_dit, text, visual, CFG(), options, 300)
+    velocity, windows = prepare_velocity(parity_dit, text, visual, CFG(4.5), options, 300)
     assert windows == [Window(0, 100), Window(64, 100), Window(128, 100), Window(192, 108)]
     second = windows[1]
     features = visual.window(second.start / 50, second.length / 50)
@@ -123,7 +123,7 @@ def _sampling_peak(model, seconds, window_seconds):
     text, visual = random_text_features(), random_visual_features(seconds)
     options = SamplingOptions(steps=1, window_seconds=window_seconds, overlap_seconds=1.0)
     with track_peak_memory() as peak:
-        latents = generate_latents(model, text, visual, CFG(), options)
+        latents = generate_latents(model, text, visual, CFG(4.5), options)
     assert latents.shape[-1] == int(seconds * 50) and torch.isfinite(latents).all()
     return peak.peak_bytes
 
