@@ -15,57 +15,12 @@ grey levels) are ignored, so codec noise on still frames does not count as motio
 """
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
-from ..media.files import open_input
-from ..media.probe import first_video_stream
-
-MOTION_SIDE = 64
+from ..media.analysis import MOTION_SIDE, grey_frames, motion_curve, read_grey_frames
 METHOD = "frame-difference AV-Align (mean |grey frame difference| at <=64 px stands in for optical-flow magnitude)"
-
-
-def grey_frames(frames, max_side: int = MOTION_SIDE) -> np.ndarray:
-    """float32 [T, h, w] grey levels (0..255) of RGB frames [T, H, W, 3] or grey [T, H, W],
-    block-averaged so the longer side is at most `max_side`."""
-    array = frames.detach().cpu().numpy() if hasattr(frames, "detach") else np.asarray(frames)
-    array = array.astype(np.float32)
-    if array.ndim == 4:
-        array = array[..., :3] @ np.asarray([0.299, 0.587, 0.114], np.float32)
-    if array.ndim != 3:
-        raise ValueError(f"frames must be [T, H, W, 3] or [T, H, W], got shape {array.shape}")
-    factor = max(1, math.ceil(max(array.shape[1:]) / max_side))
-    height, width = array.shape[1] // factor * factor, array.shape[2] // factor * factor
-    if factor > 1 and height and width:
-        array = array[:, :height, :width].reshape(array.shape[0], height // factor, factor, width // factor, factor)
-        array = array.mean((2, 4))
-    return array
-
-
-def read_grey_frames(path: str | os.PathLike, max_side: int = MOTION_SIDE) -> tuple[np.ndarray, Fraction]:
-    """Every frame of a video file as grey levels (see `grey_frames`), and its frame rate."""
-    frames = []
-    with open_input(path) as container:
-        stream = first_video_stream(container, path)
-        stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate
-        for frame in container.decode(stream):
-            frames.append(grey_frames(frame.to_ndarray(format="gray")[None], max_side)[0])
-    if not frames:
-        raise ValueError(f"{path}: no decodable video frame")
-    return np.stack(frames), Fraction(rate)
-
-
-def motion_curve(grey: np.ndarray) -> np.ndarray:
-    """[T] motion: entry k is the mean |frame k - frame k-1|; entry 0 repeats entry 1 (as the original)."""
-    if grey.shape[0] < 2:
-        return np.zeros(grey.shape[0])
-    difference = np.abs(np.diff(grey.astype(np.float32), axis=0)).mean((1, 2))
-    return np.concatenate([difference[:1], difference]).astype(np.float64)
 
 
 def video_peaks(motion: np.ndarray, fps: float, relative_floor: float = 0.05,

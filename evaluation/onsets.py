@@ -1,10 +1,6 @@
 """Audio onsets and how well they match known event times.
 
-Onset strength is spectral flux on a log-compressed magnitude STFT: STFT magnitudes are averaged
-into `bands` log-spaced bands (40 Hz to 16 kHz, as a mel spectrogram would, so a low thud counts as
-much as a bright click), compressed as `log(1 + C |X|)`, and each frame scores the mean over bands of
-the positive change since the previous frame (the signal is preceded by silence, so a sound
-starting at 0 s counts; frames stop at its end, so a sound cut off by the end does not). Onsets are peaks of that curve
+Onsets are peaks of the onset strength curve (`media.analysis.onset_strength`, spectral flux)
 that are (1) the maximum within +-`peak_window` s, (2) above its running mean over +-`mean_window` s
 by `delta` times the curve's maximum, and (3) at least `min_gap` s apart (the stronger wins). A
 curve whose maximum is below `silence` has no onsets, so near-silence does not produce any.
@@ -15,69 +11,13 @@ All in numpy: the arrays are small and this keeps the numbers identical on every
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..media.analysis import OnsetParams, onset_strength
+
 DEFAULT_TOLERANCE = 0.1
-
-
-@dataclass(frozen=True)
-class OnsetParams:
-    """Onset detector settings (times in seconds). Defaults suit 16-48 kHz audio of impacts and hits."""
-
-    window: float = 0.02  # STFT window, rounded to a power of two of samples (1024 at 48 kHz)
-    hop: float = 0.01  # time resolution of the onset curve
-    compression: float = 1000.0  # C in log(1 + C |X|), |X| scaled so a full-scale sine peaks at 1
-    bands: int = 40
-    peak_window: float = 0.03
-    mean_window: float = 0.1
-    delta: float = 0.1
-    min_gap: float = 0.05
-    silence: float = 0.02  # maximum flux below which a signal counts as silent
-
-
-def _mono(audio) -> np.ndarray:
-    array = audio.detach().cpu().float().numpy() if hasattr(audio, "detach") else np.asarray(audio, np.float32)
-    if array.ndim == 2:
-        array = array.mean(0)
-    if array.ndim != 1:
-        raise ValueError(f"audio must be [T] or [C, T], got shape {array.shape}")
-    return array.astype(np.float64)
-
-
-def _band_matrix(n_fft: int, sample_rate: int, bands: int) -> np.ndarray:
-    """[bins, bands] averaging weights over log-spaced bands; bands narrower than a bin are merged."""
-    frequencies = np.fft.rfftfreq(n_fft, 1 / sample_rate)
-    edges = np.geomspace(40.0, min(16000.0, sample_rate / 2), bands + 1)
-    band_of_bin = np.searchsorted(edges, frequencies, side="right") - 1
-    used = [b for b in range(bands) if np.any(band_of_bin == b)]
-    weights = np.zeros((frequencies.size, len(used)))
-    for column, band in enumerate(used):
-        members = band_of_bin == band
-        weights[members, column] = 1.0 / members.sum()
-    return weights
-
-
-def onset_strength(audio, sample_rate: int, params: OnsetParams = OnsetParams()) -> tuple[np.ndarray, float]:
-    """Spectral flux of `audio` ([T] or [C, T], channels averaged): (curve [frames], seconds per frame).
-
-    Frame i is centred on sample i * hop, i.e. at time i * hop / sample_rate.
-    """
-    signal = _mono(audio)
-    n_fft = 2 ** max(6, round(math.log2(params.window * sample_rate)))
-    hop = max(1, round(params.hop * sample_rate))
-    # Silence before the start, so a sound at 0 s is an onset. No frame reaches past the end: the cut
-    # of a sound still ringing there would splash broadband energy into a last, partial frame.
-    padded = np.pad(signal, (n_fft // 2, max(0, n_fft - n_fft // 2 - signal.size)))
-    count = 1 + (padded.shape[0] - n_fft) // hop
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:count]
-    window = np.hanning(n_fft + 1)[:-1]
-    magnitude = np.abs(np.fft.rfft(frames * window, axis=1)) * (2 / window.sum())
-    level = np.log1p(params.compression * magnitude @ _band_matrix(n_fft, sample_rate, params.bands))
-    previous = np.vstack([np.zeros((1, level.shape[1])), level[:-1]])
-    return np.maximum(level - previous, 0.0).mean(1), hop / sample_rate
 
 
 def pick_peaks(curve: np.ndarray, frame_seconds: float, params: OnsetParams = OnsetParams()) -> np.ndarray:

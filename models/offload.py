@@ -108,15 +108,15 @@ class BlockOffloader:
 
     @property
     def blocks(self) -> list[nn.Module]:
-        return list(self.model.triple_blocks) + list(self.model.single_blocks)
+        return block_sequence(self.model)
 
     def attach(self) -> "BlockOffloader":
         blocks = self.blocks
         streamed = blocks[self.resident:]
         streamed_ids = {id(b) for b in streamed}
         # Everything but the streamed blocks goes to the device once.
-        for name, child in self.model.named_children():
-            if name not in ("triple_blocks", "single_blocks"):
+        for child in self.model.children():
+            if not isinstance(child, nn.ModuleList):
                 child.to(self.device)
         for param in self.model._parameters.values():
             if param is not None:
@@ -158,13 +158,19 @@ class BlockOffloader:
         return sum(t.numel() * t.element_size() for entry in self.streamed for t in entry.storage)
 
 
+def block_sequence(model: nn.Module) -> list[nn.Module]:
+    """The blocks a network runs one after another: the members of its own `nn.ModuleList`s, in the
+    order they are registered (the Foley DiT's triple then single blocks, MMAudio's joint then fused
+    blocks)."""
+    return [block for child in model.children() if isinstance(child, nn.ModuleList) for block in child]
+
+
 @contextmanager
 def blocks_streamed(model: nn.Module, device: str | torch.device, resident: int, home: str | torch.device = "cpu"):
     """Run `model` on `device` holding at most `resident` of its blocks there, the rest streamed;
     afterwards the whole model goes back to `home`. With `resident` >= the block count it is moved
     whole."""
-    depth = len(model.triple_blocks) + len(model.single_blocks)
-    if resident >= depth:
+    if resident >= len(block_sequence(model)):
         with moved_to([model], device, home):
             yield None
         return

@@ -104,8 +104,9 @@ def load_vae(path: str | os.PathLike, precision: str = "fp32", device=None, comp
 
 
 def _vocoder_files(vocoder: Path, config) -> tuple[Path, dict | None]:
-    """The generator file and its config: a folder as NVIDIA publishes BigVGAN (generator + config.json)
-    or a file (with a config.json beside it, if any, or the release's config)."""
+    """The generator file and its config: a folder as NVIDIA publishes BigVGAN (the generator and its
+    config.json), or a file, with the BigVGAN config.json beside it if there is one; else None, the
+    release's config of the size the shapes show."""
     import json
 
     if vocoder.is_dir():
@@ -113,8 +114,10 @@ def _vocoder_files(vocoder: Path, config) -> tuple[Path, dict | None]:
         if len(weights) != 1:
             raise CheckpointError(f"vocoder folder '{vocoder}' should hold one generator file "
                                   f"(bigvgan_generator.pt), found {len(weights) or 'none'}")
-        config = config if config is not None else (vocoder / "config.json" if (vocoder / "config.json").is_file() else None)
         vocoder = weights[0]
+    if config is None and (vocoder.parent / "config.json").is_file():
+        beside = json.loads((vocoder.parent / "config.json").read_text(encoding="utf-8"))
+        config = beside if isinstance(beside, dict) and "upsample_rates" in beside else None
     if isinstance(config, (str, os.PathLike)):
         config = json.loads(Path(config).read_text(encoding="utf-8"))
     return vocoder, config

@@ -61,18 +61,18 @@ def log_mel(waveform: torch.Tensor, sample_rate: int, hop: int, n_mels: int = 12
 
 
 def onset_strength(waveform: torch.Tensor, sample_rate: int, rate: float = ONSET_RATE) -> torch.Tensor:
-    """The evaluation's onset curve (positive spectral flux, `evaluation.onsets`), `rate` values per
+    """The evaluation's onset curve (positive spectral flux, `media.analysis`), `rate` values per
     second, so the plot shows exactly what onset F1 is computed from."""
-    from ..evaluation.onsets import OnsetParams, onset_strength as evaluation_onsets
+    from ..media.analysis import OnsetParams, onset_strength as evaluation_onsets
 
     curve, _ = evaluation_onsets(mono(waveform).numpy(), sample_rate, OnsetParams(hop=1.0 / rate))
     return torch.from_numpy(curve).float()
 
 
 def motion_energy(frames: torch.Tensor) -> torch.Tensor:
-    """The motion curve of AV-Align (`evaluation.av_align`): mean absolute grey-level difference
+    """The motion curve of AV-Align (`media.analysis`): mean absolute grey-level difference
     between consecutive frames of [T, H, W, C] (uint8 or 0..1), scaled to 0..1, one value per frame."""
-    from ..evaluation.av_align import grey_frames, motion_curve
+    from ..media.analysis import grey_frames, motion_curve
 
     scale = 1.0 if frames.dtype == torch.uint8 else 255.0
     return torch.from_numpy(motion_curve(grey_frames(frames.float() * scale)) / 255.0).float()
