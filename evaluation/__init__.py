@@ -1,6 +1,7 @@
 """Measuring audio-visual synchronization without weights: onset F1 against known event times, AV-Align."""
-from .av_align import AVAlign, av_align, motion_curve, read_grey_frames, video_peaks
-from .onsets import OnsetParams, OnsetScore, detect_onsets, match_onsets, merge_close, onset_strength, score_onsets
+from ..media.analysis import OnsetParams, motion_curve, onset_strength, read_grey_frames
+from .av_align import AVAlign, av_align, video_peaks
+from .onsets import OnsetScore, detect_onsets, match_onsets, merge_close, score_onsets
 from .sync_eval import HeldOutClip, evaluate, folder_source, format_table, ground_truth_source, load_held_out
 
 __all__ = [

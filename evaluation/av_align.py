@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..media.analysis import MOTION_SIDE, grey_frames, motion_curve, read_grey_frames
 METHOD = "frame-difference AV-Align (mean |grey frame difference| at <=64 px stands in for optical-flow magnitude)"
 
 

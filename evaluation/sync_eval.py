@@ -27,7 +27,8 @@ import numpy as np
 
 from ..media import load_audio
 from .av_align import METHOD as AV_METHOD
-from .av_align import av_align, motion_curve, read_grey_frames, video_peaks
+from ..media.analysis import motion_curve, read_grey_frames
+from .av_align import av_align, video_peaks
 from .onsets import DEFAULT_TOLERANCE, OnsetParams, OnsetScore, detect_onsets, merge_close, score_onsets
 
 MERGE_WITHIN = 0.05

@@ -57,8 +57,8 @@ def prepare_velocity(model, text: TextFeatures, visual: VisualFeatures | None, g
     conditioner = flow.conditioner()
     texts = {}  # one prepared text per distinct prompt tensor, shared by every window
     for name, (tokens, _) in inputs.items():
-        texts[name] = next((texts[other] for other, (t, _) in inputs.items() if t is tokens and other in texts), None) \
-            or conditioner.text(tokens)
+        shared = next((other for other, (t, _) in inputs.items() if t is tokens and other in texts), None)
+        texts[name] = texts[shared] if shared is not None else conditioner.text(tokens)
     velocities = []
     for window in windows:
         conditions = {}

@@ -61,21 +61,31 @@ def seeded(reference_dir):
     return module
 
 
-@pytest.fixture(scope="session")
-def parity(reference_dir, seeded):
-    """parity(name) -> (json_config, state_dict, io_tensors)."""
+def _parity_loader(folder: Path, seeded):
     import json
 
     from safetensors.torch import load_file
 
     def load(name: str):
-        folder = reference_dir / "parity"
         config = json.loads((folder / f"{name}.json").read_text())
         keys = seeded.read_key_list(folder / f"{name}.keys.txt")
         state_dict = seeded.seeded_state_dict(keys, config["seed"], gain=config.get("gain", 1.0))
         return config, state_dict, load_file(str(folder / f"{name}.io.safetensors"))
 
     return load
+
+
+@pytest.fixture(scope="session")
+def parity(reference_dir, seeded):
+    """parity(name) -> (json_config, state_dict, io_tensors) of `reference/parity/NAME*`."""
+    return _parity_loader(reference_dir / "parity", seeded)
+
+
+@pytest.fixture(scope="session")
+def mmaudio_parity(reference_dir, seeded):
+    """The same for `reference/mmaudio/parity/NAME*` (cases whose exceptions, such as 0-d gains, the
+    test fills in itself)."""
+    return _parity_loader(reference_dir / "mmaudio" / "parity", seeded)
 
 
 def max_abs_error_ratio(actual: torch.Tensor, expected: torch.Tensor) -> float:

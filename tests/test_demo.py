@@ -20,7 +20,7 @@ from syncfoley.demo.world import generate_clip, write_clip
 from syncfoley.models.checkpoint import CheckpointError
 from syncfoley.nodes import host as host_module
 from syncfoley.nodes.host import configure
-from syncfoley.pipeline import encode_video, load_foley_model, load_image_encoder, load_synchformer, load_text_encoder
+from syncfoley.pipeline import load_foley_model, load_image_encoder, load_synchformer, load_text_encoder
 from syncfoley.pipeline import load_vae
 from syncfoley.pipeline.encode import segments_of
 

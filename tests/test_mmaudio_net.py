@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from conftest import max_abs_error_ratio
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from syncfoley.models import mmaudio_config
 from syncfoley.models.checkpoint import CheckpointError
@@ -16,20 +16,6 @@ from syncfoley.models.mmaudio_config import MMAudioConfig
 RELEASED = ("small_16k", "small_44k", "medium_44k", "large_44k", "large_44k_v2")
 CONDITION_FIELDS = ("clip_f", "sync_f", "text_f", "clip_f_c", "text_f_c")
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def mmaudio_parity(reference_dir, seeded):
-    """name -> (json, state_dict, io tensors) of `reference/mmaudio/parity/NAME*`."""
-    folder = reference_dir / "mmaudio" / "parity"
-
-    def load(name: str):
-        config = json.loads((folder / f"{name}.json").read_text())
-        keys = seeded.read_key_list(folder / f"{name}.keys.txt")
-        state_dict = seeded.seeded_state_dict(keys, config["seed"], gain=config.get("gain", 1.0))
-        return config, state_dict, load_file(str(folder / f"{name}.io.safetensors"))
-
-    return load
 
 
 @pytest.fixture(scope="module", params=["mmaudio_tiny", "mmaudio_tiny_v2"])

@@ -9,7 +9,8 @@ import torch
 
 from syncfoley.cli import main
 from syncfoley.demo.world import write_dataset
-from syncfoley.evaluation.av_align import av_align, grey_frames, motion_curve, video_peaks
+from syncfoley.evaluation.av_align import av_align, video_peaks
+from syncfoley.media.analysis import grey_frames, motion_curve
 from syncfoley.evaluation.onsets import OnsetScore, detect_onsets, match_onsets, merge_close, score_onsets
 from syncfoley.media import load_audio, save_audio
 
