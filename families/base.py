@@ -69,8 +69,10 @@ class Conditioner:
         """The prompt's tokens `[1, Lt, D]` made ready for `prepare` (shareable by every window)."""
         raise NotImplementedError
 
-    def prepare(self, text: Any, clip: torch.Tensor | None, sync: torch.Tensor | None, length: int) -> Any:
-        """Conditions for `length` latents; `None` visual features take the learned empty ones."""
+    def prepare(self, text: Any, clip: torch.Tensor | None, sync: torch.Tensor | None, length: int,
+                visual_lengths: tuple[int, int] | None = None) -> Any:
+        """Conditions for `length` latents; `None` visual features take the learned empty ones, as many
+        frame and sync tokens as `visual_lengths` says (default: what goes with `length`)."""
         raise NotImplementedError
 
     def cat(self, parts: Sequence[Any], takes: int = 1) -> Any:
@@ -138,6 +140,14 @@ class FlowModel:
     def from_vae(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE latents `[B, C, L]` in the space the network samples."""
         return latents
+
+    # Training ----------------------------------------------------------------------------------
+    def null_features(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """What condition dropout puts in while training: (the null text `[Lt, Dt]`, or None where the
+        family trains with its text encoder's empty prompt; the learned empty clip row `[1, Dc]` and
+        sync row `[1, Ds]`). The network's own parameters, so dropout trains them."""
+        network = self.network
+        return None, network.empty_clip_feat.reshape(1, -1), network.empty_sync_feat.reshape(1, -1)
 
     # Checks ----------------------------------------------------------------------------------
     def check_conditions(self, text, visual) -> None:

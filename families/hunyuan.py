@@ -47,7 +47,10 @@ class FoleyConditioner(Conditioner):
     def text(self, tokens: torch.Tensor) -> FoleyText:
         return FoleyText(tokens, self.network.prepare_text(tokens))
 
-    def prepare(self, text: FoleyText, clip, sync, length: int) -> FoleyConditions:
+    def prepare(self, text: FoleyText, clip, sync, length: int, visual_lengths=None) -> FoleyConditions:
+        if visual_lengths is not None:
+            clip = self.network.null_clip(1, visual_lengths[0]) if clip is None else clip
+            sync = self.network.null_sync(1, visual_lengths[1]) if sync is None else sync
         visual_length = clip.shape[1] if clip is not None else self.network.visual_lengths(length)[0]
         key = (length, visual_length)
         if key not in self.ropes:

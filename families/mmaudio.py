@@ -60,8 +60,8 @@ class MMAudioConditioner(Conditioner):
     def text(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens  # projected with the rest in `prepare`: a few tokens, once per window
 
-    def prepare(self, text: torch.Tensor, clip, sync, length: int) -> MMAudioConditions:
-        return self.network.prepare(clip, sync, text, length)
+    def prepare(self, text: torch.Tensor, clip, sync, length: int, visual_lengths=None) -> MMAudioConditions:
+        return self.network.prepare(clip, sync, text, length, *(visual_lengths or (None, None)))
 
 
 class MMAudioFlow(FlowModel):
@@ -80,3 +80,8 @@ class MMAudioFlow(FlowModel):
 
     def from_vae(self, latents: torch.Tensor) -> torch.Tensor:
         return self.network.normalize(latents.transpose(1, 2)).transpose(1, 2)
+
+    def null_features(self):
+        # The release trains its text dropout with the stored `empty_string_feat` (CLIP of "").
+        _, clip, sync = super().null_features()
+        return self.network.empty_string_feat, clip, sync

@@ -61,12 +61,16 @@ def prepare_velocity(model, text: TextFeatures, visual: VisualFeatures | None, g
         texts[name] = texts[shared] if shared is not None else conditioner.text(tokens)
     velocities = []
     for window in windows:
+        features = {name: f if f is None or len(windows) == 1 else f.window(window.start / rate, window.length / rate)
+                    for name, (_, f) in inputs.items()}
+        # Branches without a video take the learned empty features at the video's token counts, so
+        # every branch of the window stacks into one batch.
+        shown = next((f for f in features.values() if f is not None), None)
+        lengths = (shown.clip.shape[1], shown.sync.shape[1]) if shown is not None else None
         conditions = {}
-        for name, (_, features) in inputs.items():
-            if features is not None and len(windows) > 1:
-                features = features.window(window.start / rate, window.length / rate)
-            clip, sync = (features.clip, features.sync) if features is not None else (None, None)
-            conditions[name] = conditioner.prepare(texts[name], clip, sync, window.length)
+        for name, f in features.items():
+            clip, sync = (f.clip, f.sync) if f is not None else (None, None)
+            conditions[name] = conditioner.prepare(texts[name], clip, sync, window.length, lengths)
         velocities.append(GuidedVelocity(flow, guidance, conditions, options.takes, options.batched_guidance,
                                          conditioner))
     return WindowedVelocity(windows, velocities, total, flow.device), windows

@@ -64,10 +64,11 @@ def write_tiny_lora(path: str | Path, base: str | Path) -> None:
 
 
 def write_user_layout(root: str | Path, tiny_models: dict[str, Path]) -> Path:
-    """What the workflows expect to find: `models/foley` holding the tiny set under the release's file
-    names (plus a LoRA), and `input/` holding the example videos. Returns `root`."""
+    """What the workflows expect to find: `models/foley` holding the tiny sets of both families under the
+    release's file names (plus a LoRA), and `input/` holding the example videos. Returns `root`."""
     from media_fixtures import make_video
     from safetensors.torch import load_file
+    from tiny_mmaudio import write_tiny_mmaudio
 
     root = Path(root)
     foley = root / "models" / "foley"
@@ -78,6 +79,7 @@ def write_user_layout(root: str | Path, tiny_models: dict[str, Path]) -> Path:
     shutil.copytree(tiny_models["clap"], foley / "clap")
     shutil.copytree(tiny_models["siglip"], foley / "siglip2")
     write_tiny_lora(foley / "foley_lora.safetensors", foley / "hunyuanvideo_foley_xl.pth")
+    write_tiny_mmaudio(root / "models", mode="44k")  # mmaudio_large_44k_v2.pth, v1-44.pth, ... beside them
     (root / "input").mkdir()
     # Small clips under the names of the pack's built-in examples (a file in the input folder wins), so
     # the workflows run quickly here.
