@@ -9,7 +9,8 @@ def add_parser(subparsers) -> None:
     from ..models.convert import PRECISIONS
 
     p = subparsers.add_parser("convert", description=__doc__)
-    p.add_argument("source", help="checkpoint (.pth or .safetensors): the Foley DiT or the Synchformer")
+    p.add_argument("source", help="checkpoint (.pth or .safetensors): HunyuanVideo-Foley's DiT, MMAudio's network "
+                                  "or the Synchformer")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--precision", default="fp8_e4m3fn", choices=sorted(PRECISIONS))
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"],

@@ -17,11 +17,13 @@ from .checkpoint import (KIND_DESCRIPTIONS, SAFETENSORS_SUFFIXES, CheckpointErro
                          strip_wrapper_prefix)
 from .dit import FoleyDiT
 from .fp8 import FP8_DTYPES, SCALE, with_marker
+from .mmaudio import MMAudioNet
 from .synchformer import Synchformer
 
 # Checkpoint kind -> `from_checkpoint(source, dtype=, weight_dtype=)` of its network.
 LOADERS = {
     "foley_dit": FoleyDiT.from_checkpoint,
+    "mmaudio_net": MMAudioNet.from_checkpoint,
     "synchformer": Synchformer.from_checkpoint,
 }
 PRECISIONS = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2, "bf16": torch.bfloat16,

@@ -323,3 +323,23 @@ def test_bench_models_in_fp8_are_stored_scaled_like_loaded_ones():
     for layer in scaled[:5]:  # the 0.02 std weights use e4m3's range instead of sitting in its subnormals
         assert abs(float(dequantized_weight(layer).std()) - 0.02) < 0.002
         assert layer.weight.float().abs().max() > 100
+
+
+def test_mmaudio_networks_convert_to_scaled_fp8_and_load_back(tmp_path):
+    from tiny_mmaudio import write_tiny_mmaudio
+
+    from syncfoley.models.mmaudio import MMAudioNet
+
+    paths = write_tiny_mmaudio(tmp_path, mode="16k")
+    output = tmp_path / "mmaudio_fp8.safetensors"
+    summary = convert_checkpoint(paths["model"], output, "fp8_e4m3fn")
+    assert summary["kind"] == "mmaudio_net" and summary["scaled_layers"] > 0
+    written = load_file(str(output))
+    assert written["fused_blocks.0.attn.qkv.weight"].dtype == E4M3 and "fused_blocks.0.attn.qkv.scale_weight" in written
+    full = MMAudioNet.from_checkpoint(paths["model"])
+    fp8 = MMAudioNet.from_checkpoint(output, dtype=torch.float32, weight_dtype=E4M3)
+    x, t = torch.randn(1, 40, full.config.latent_dim), torch.tensor([0.3])
+    with torch.no_grad():
+        ours, reference = fp8(x, t), full(x, t)
+    cos = torch.nn.functional.cosine_similarity(ours.flatten(), reference.flatten(), dim=0)
+    assert cos > 0.99 and not torch.equal(ours, reference)  # e4m3 rounding of a tiny random network: 0.998
