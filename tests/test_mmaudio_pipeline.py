@@ -140,3 +140,15 @@ def test_parts_of_the_other_family_are_refused_with_both_named(tiny_set, tiny_mo
     with pytest.raises(TypeError, match="is not a network of a model family"):
         as_flow(torch.nn.Linear(2, 2))
     assert isinstance(models.model.network, MMAudioNet)
+
+
+def test_windows_of_any_length_batch_the_branches_with_and_without_video(models):
+    """A window's video features and the empty features derived from its latent count alone can differ
+    by a Synchformer segment: the empty branch must take the video's counts to share the batch."""
+    pipeline = FoleyPipeline(models, device="cpu")
+    text = pipeline.encode_text("a ball bounces")
+    visual = pipeline.encode_video(example_video("syncfoley-example.mp4"), static_anchor=False)
+    for window in (1.28, 1.6, 2.5):
+        options = SamplingOptions(steps=1, window_seconds=window, overlap_seconds=0.32)
+        latents = pipeline.sample(text, visual, CFG(4.5), options)
+        assert latents.shape == (1, 20, models.model.latent_length(visual.duration)) and torch.isfinite(latents).all()
