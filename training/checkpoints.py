@@ -2,7 +2,7 @@
 
 A checkpoint is a folder `<output>/checkpoints/step-00001000/` written through accelerate's
 `save_state` (optimizer, gradient scaler, the RNG states of every process) plus, through its save
-hook, only what training changes: `trainable.safetensors` (adapters, or the whole DiT in full mode,
+hook, only what training changes: `trainable.safetensors` (adapters, or the whole network in full mode,
 and the REPA projector), `ema.safetensors`, `rng-rank<N>.safetensors` (the generator of the noise,
 time and dropout draws) and `state.json` (the step; the data position follows from it). It is
 written as `.step-00001000.partial` and renamed when complete, so a crash never leaves a folder that
@@ -133,10 +133,15 @@ def write_state_files(folder: Path, trainable: dict[str, torch.Tensor], ema: EMA
     (folder / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
 
 
+def _current_name(key: str) -> str:
+    """Checkpoints written before training took every family named the network `dit`."""
+    return "network." + key.removeprefix("dit.") if key.startswith("dit.") else key
+
+
 def read_state_files(folder: Path, module: nn.Module, ema: EMA | None, generator: torch.Generator, rank: int) -> dict:
     """Load trainable weights, EMA and generator from `folder` into the given objects; return state.json."""
     state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    trainable = load_file(str(folder / "trainable.safetensors"))
+    trainable = {_current_name(k): v for k, v in load_file(str(folder / "trainable.safetensors")).items()}
     expected = {n: p for n, p in module.named_parameters() if p.requires_grad}
     if set(trainable) != set(expected):
         extra, missing = sorted(set(trainable) - set(expected)), sorted(set(expected) - set(trainable))

@@ -9,7 +9,8 @@ EPILOG = """\
 The recipe is a TOML file (see `python -c "import syncfoley.training.config as c; print(c.__doc__)"` for
 every key and its default). Outputs go to the recipe's `output` folder: <name>.safetensors (a LoRA the
 model loader applies, or a full model with the released key names), checkpoints/step-*/ and
-train_log.jsonl.
+train_log.jsonl. [model] family picks the network's family: "hunyuanvideo-foley" (default) or
+"mmaudio" (from a released network: [model] models = "FOLDER" finds every part by its file name).
 
 Several GPUs or machines: start the same command through accelerate, e.g.
   accelerate launch --multi_gpu --num_processes 8 -m syncfoley train recipe.toml
@@ -44,6 +45,7 @@ def train_command(args: argparse.Namespace) -> None:
         overrides["train"] = {"max_steps": args.max_steps}
     try:
         config = load_config(args.recipe, overrides)
+        config.model.require_start()  # before the (long) preparation step
     except (ConfigError, FileNotFoundError) as exc:
         raise SystemExit(f"syncfoley train: {exc}") from None
     try:

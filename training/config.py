@@ -13,7 +13,8 @@ file. A complete recipe with every default:
     captions = ""                  # CSV/JSONL (file|path|video, caption|text|prompt); default: captions.csv,
                                    # captions.jsonl, metadata.csv or metadata.jsonl in the folder, then <video>.txt
     cache = ""                     # feature cache; default <output>/cache
-    clip_seconds = 8.0             # fixed clip length (a multiple of 0.02 s, one audio latent)
+    clip_seconds = 8.0             # fixed clip length (HunyuanVideo-Foley: a multiple of 0.02 s, one audio
+                                   # latent; MMAudio: at least 0.64 s, its latents are rounded up as released)
     clip_stride = 0.0              # seconds between clip starts; 0 = clip_seconds (no overlap)
     max_clips_per_video = 0        # 0 = all
     cache_dtype = "float32"        # or "float16" / "bfloat16" to halve the cache
@@ -22,14 +23,21 @@ file. A complete recipe with every default:
     num_workers = 0
 
     [model]
-    checkpoint = ""                # released-layout DiT (.pth/.safetensors); "" = from scratch with `config`
+    family = "hunyuanvideo-foley"  # or "mmaudio": the layout of the network and the encoders it reads
+    models = ""                    # a model folder: every part left empty below is found there by name
+                                   # (the file names pipeline.find_model_files knows)
+    checkpoint = ""                # the network (.pth/.safetensors); "" = from scratch with `config`
+                                   # (HunyuanVideo-Foley's layout only: MMAudio fine-tunes a release)
     config = "xl"                  # from scratch: "xxl", "xl", "tiny" or {hidden, heads, triple_blocks, single_blocks}
     base_dtype = "fp32"            # storage of the base weights ("bf16" halves a frozen LoRA base)
     gradient_checkpointing = false
-    vae = ""                       # needed by the preparation step only
-    synchformer = ""
-    clap = ""
-    siglip = ""
+    vae = ""                       # the encoders below are read by the preparation step only:
+                                   # DAC-VAE (HunyuanVideo-Foley) or mel VAE v1-16.pth / v1-44.pth (MMAudio)
+    synchformer = ""               # both families
+    clap = ""                      # HunyuanVideo-Foley: CLAP folder (text)
+    siglip = ""                    # HunyuanVideo-Foley: SigLIP2 folder (frames)
+    clip = ""                      # MMAudio: open_clip_pytorch_model.bin of DFN5B CLIP (text and frames)
+    vocoder = ""                   # MMAudio: the mel VAE's vocoder (best_netG.pt, or the BigVGAN-v2 folder)
 
     [lora]
     rank = 16
@@ -41,10 +49,11 @@ file. A complete recipe with every default:
     timestep_mean = 0.0            # logit-normal sampling of s: sigmoid(N(mean, std))
     timestep_std = 1.0
     drop_visual = 0.1              # per-sample probability of the learned null video features
-    drop_text = 0.1                # per-sample probability of the empty prompt
-    repa_weight = 0.5              # 0 disables REPA
-    repa_depth = 8                 # align the hidden states after this many single-stream blocks
-                                   # (the release config's depth_single_ssl_encoder)
+    drop_text = 0.1                # per-sample probability of the empty prompt (MMAudio: its stored empty text)
+                                   # repa_weight: unset = the family's: 0.5 for HunyuanVideo-Foley (the
+                                   # paper), 0 for MMAudio (its release trains without REPA); 0 disables it
+    repa_depth = 8                 # align the hidden states after this many single-stream blocks (the
+                                   # release config's depth_single_ssl_encoder); MMAudio: fused blocks
     repa_encoder = "logmel"        # or "package.module:factory" returning an AudioFeatureEncoder
     repa_projector_hidden = 1024
 
@@ -73,31 +82,15 @@ file. A complete recipe with every default:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from .recipe import ConfigError, _check, _path, read_recipe, recipe_from_dict  # noqa: F401 (their home for importers)
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """A recipe that cannot be used; the message names the key and the fix."""
-
-
-def _path(default: str = "") -> Any:
-    return field(default=default, metadata={"path": True})
-
-
-def _check(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise ConfigError(f"{key} {message}")
 
 
 @dataclass
@@ -116,9 +109,6 @@ class DataConfig:
     def validate(self) -> None:
         _check(bool(self.videos), "[data] videos", "is required: the folder of training videos")
         _check(self.clip_seconds > 0, "[data] clip_seconds", f"must be > 0, got {self.clip_seconds}")
-        latents = self.clip_seconds * 50
-        _check(abs(latents - round(latents)) < 1e-6, "[data] clip_seconds",
-               f"must be a whole number of 20 ms audio latents (e.g. 8.0 or 5.12), got {self.clip_seconds}")
         _check(self.clip_stride >= 0, "[data] clip_stride", f"must be >= 0 (0 = clip_seconds), got {self.clip_stride}")
         _check(self.max_clips_per_video >= 0, "[data] max_clips_per_video", "must be >= 0 (0 = all)")
         _check(self.cache_dtype in CACHE_DTYPES, "[data] cache_dtype", f"must be one of {CACHE_DTYPES}")
@@ -129,6 +119,20 @@ class DataConfig:
     @property
     def stride(self) -> float:
         return self.clip_stride or self.clip_seconds
+
+    def check_length(self, family: str) -> None:
+        """The clip length the family's latents and Synchformer segments allow."""
+        if family == "mmaudio":
+            _check(self.clip_seconds * 25 >= 16 - 1e-6, "[data] clip_seconds",
+                   f"must be at least 0.64 s (one Synchformer segment) for MMAudio, got {self.clip_seconds}")
+            return
+        latents = self.clip_seconds * 50
+        _check(abs(latents - round(latents)) < 1e-6, "[data] clip_seconds",
+               f"must be a whole number of 20 ms audio latents (e.g. 8.0 or 5.12), got {self.clip_seconds}")
+
+
+# A model folder's parts (`pipeline.find_model_files`) -> the [model] keys that name them.
+FOLDER_PARTS = {"model": "checkpoint", "text_encoder": "clap", "image_encoder": "siglip"}
 
 
 @dataclass
@@ -141,11 +145,47 @@ class ModelConfig:
     synchformer: str = _path()
     clap: str = _path()
     siglip: str = _path()
+    family: str = "hunyuanvideo-foley"
+    models: str = _path()
+    clip: str = _path()
+    vocoder: str = _path()
 
     def validate(self) -> None:
+        from .layouts import LAYOUTS
+
         _check(self.base_dtype in DTYPE_NAMES, "[model] base_dtype", f"must be one of {DTYPE_NAMES}")
-        if not self.checkpoint:
+        _check(self.family in LAYOUTS, "[model] family", f"must be one of {', '.join(LAYOUTS)}, got {self.family!r}")
+        if self.models:
+            self._fill_from_folder()
+        layout = LAYOUTS[self.family]
+        foreign = [key for key in layout.foreign_parts if getattr(self, key)]
+        if foreign:
+            other = next(other.family for other in LAYOUTS.values() if foreign[0] in other.encoder_parts)
+            raise ConfigError(f"[model] {' and '.join(foreign)} {'is' if len(foreign) == 1 else 'are'} part of "
+                              f"{other} sets, not of {self.family}: set [model] family = \"{other}\", or remove "
+                              f"{'it' if len(foreign) == 1 else 'them'}")
+        if not self.checkpoint and self.family == "hunyuanvideo-foley":
             self.dit_config()  # raises for an unknown name or bad sizes
+
+    def _fill_from_folder(self) -> None:
+        """Every part the recipe leaves empty, from the `models` folder by its file name."""
+        from ..pipeline.files import find_model_files
+
+        try:
+            found = find_model_files(self.models, self.family, self.checkpoint or None)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(f"[model] models: {exc}. Check [model] family (\"{self.family}\"), name the "
+                              "network in [model] checkpoint, or give each part's path instead") from None
+        for part, path in found.paths.items():
+            key = FOLDER_PARTS.get(part, part)
+            if not getattr(self, key):
+                setattr(self, key, str(path))
+
+    def require_start(self) -> None:
+        """ConfigError when there is nothing to start from (MMAudio fine-tunes a released network)."""
+        _check(bool(self.checkpoint) or self.family != "mmaudio", "[model] checkpoint",
+               "is required for MMAudio: training starts from a released network (mmaudio_*.pth), or set "
+               "[model] models to the folder that holds it")
 
     def dit_config(self):
         from ..models import dit_config
@@ -182,7 +222,7 @@ class ObjectiveConfig:
     timestep_std: float = 1.0
     drop_visual: float = 0.1
     drop_text: float = 0.1
-    repa_weight: float = 0.5
+    repa_weight: float | None = None  # None: the family's (`layouts.Layout.repa_weight`)
     repa_depth: int = 8
     repa_encoder: str = "logmel"
     repa_projector_hidden: int = 1024
@@ -191,7 +231,8 @@ class ObjectiveConfig:
         _check(self.timestep_std > 0, "[objective] timestep_std", "must be > 0")
         for key in ("drop_visual", "drop_text"):
             _check(0 <= getattr(self, key) <= 1, f"[objective] {key}", "must be a probability in [0, 1]")
-        _check(self.repa_weight >= 0, "[objective] repa_weight", "must be >= 0 (0 disables REPA)")
+        _check(self.repa_weight is None or self.repa_weight >= 0, "[objective] repa_weight",
+               "must be >= 0 (0 disables REPA)")
         _check(self.repa_depth >= 1, "[objective] repa_depth", "must be >= 1 (a count of single-stream blocks)")
         _check(self.repa_projector_hidden >= 1, "[objective] repa_projector_hidden", "must be >= 1")
 
@@ -274,7 +315,21 @@ class TrainConfig:
         _check(bool(self.output), "output", "must name the run folder")
         for section in SECTIONS:
             getattr(self, section).validate()
+        self.data.check_length(self.model.family)
         return self
+
+    @property
+    def layout(self):
+        """What training knows of the network's layout (`layouts.Layout`)."""
+        from .layouts import layout_named
+
+        return layout_named(self.model.family)
+
+    @property
+    def repa_weight(self) -> float:
+        """`[objective] repa_weight`, or the family's when the recipe leaves it unset."""
+        weight = self.objective.repa_weight
+        return self.layout.repa_weight if weight is None else weight
 
     @property
     def output_dir(self) -> Path:
@@ -291,83 +346,6 @@ class TrainConfig:
     def from_dict(cls, table: dict, base_dir: str | os.PathLike | None = None, source: str = "recipe") -> "TrainConfig":
         """Build from a parsed recipe; relative paths are resolved against `base_dir`."""
         return recipe_from_dict(cls, SECTIONS, ("name", "output", "mode"), table, base_dir, source)
-
-
-def recipe_from_dict(cls, sections: dict, top_keys: tuple[str, ...], table: dict,
-                     base_dir: str | os.PathLike | None, source: str):
-    """A recipe dataclass from a parsed table: each `[section]` built and checked by its dataclass,
-    the top-level string keys copied, and `output` made relative to the recipe like every path."""
-    try:
-        built, top = {}, {}
-        for key, value in table.items():
-            if key in sections:
-                if not isinstance(value, dict):
-                    raise ConfigError(f"[{key}] must be a table, got {type(value).__name__}")
-                built[key] = _build(sections[key], value, f"[{key}]", base_dir)
-            elif key in top_keys:
-                _check(isinstance(value, str), key, f"must be a string, got {value!r}")
-                top[key] = value
-            else:
-                raise ConfigError(f"unknown key '{key}'; known: {', '.join([*sections, *top_keys])}")
-        if base_dir is not None:
-            top["output"] = str(Path(base_dir) / top.get("output", f"runs/{top.get('name', cls.name)}"))
-        return cls(**built, **top).validate()
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-
-
-def _build(cls, table: dict, section: str, base_dir) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in table.items():
-        if key not in fields:
-            raise ConfigError(f"{section} has no key '{key}'; known: {', '.join(fields)}")
-        value = _coerce(value, hints[key], f"{section} {key}")
-        if fields[key].metadata.get("path") and value and base_dir is not None:
-            value = str(Path(base_dir) / Path(value).expanduser())
-        values[key] = value
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is bool:
-        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
-    elif hint is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
-    elif hint is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}")
-        value = float(value)
-    elif hint is str:
-        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
-    elif origin is tuple:
-        _check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
-        inner = args[:1] * len(value) if args[-1] is Ellipsis else args
-        _check(len(inner) == len(value), key, f"must have {len(args)} items, got {len(value)}")
-        value = tuple(_coerce(v, t, key) for v, t in zip(value, inner))
-    elif origin in (typing.Union, types.UnionType):  # str | dict
-        _check(isinstance(value, (str, dict)), key, f"must be a name or a table, got {value!r}")
-    return value
-
-
-def read_recipe(path: str | os.PathLike, overrides: dict | None = None) -> tuple[dict, Path]:
-    """Parse a recipe file (`.toml`, or `.json` with the same structure) and merge `overrides` per
-    section; returns the table and the folder relative paths are read from."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe '{path}' not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        table = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict):
-            table.setdefault(key, {}).update(value)
-        else:
-            table[key] = value
-    return table, path.parent
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:

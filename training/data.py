@@ -3,20 +3,28 @@
 Captions come from a CSV/JSONL file (a file column `file`/`path`/`video`, a text column
 `caption`/`text`/`prompt`; the file named by path relative to the folder or by bare name), else from a
 sidecar `<video>.txt`, else are empty. Each clip of `clip_seconds` (starts every `stride` seconds)
-is encoded with the inference encoders — DAC-VAE posterior of its audio, CLAP tokens of its caption,
-SigLIP2 and Synchformer features of its frames, and the REPA target features of its audio — and
+is encoded with the family's inference encoders — the VAE posterior of its audio (DAC-VAE, or MMAudio's
+mel VAE through `MelCodec.encode`), the text encoder's tokens of its caption (CLAP, or CLIP's 77),
+frame and Synchformer features of its frames (SigLIP2 or CLIP at 8 fps), and the REPA target
+features of its audio — and
 written to safetensors shards of `SHARD_CLIPS` clips with an `index.json`, so training never runs an
 encoder. The index records what the cache was built from; a changed folder or setting rebuilds it.
 
 Text tokens are padded to the DiT's 77 text tokens with the CLAP pad-token outputs (the caption is
 encoded beside a long filler, so the padding is what a longer prompt in the same batch would give at
-inference). One empty-prompt encoding is cached too: text dropout replaces a caption with it.
+inference; CLIP pads every prompt to 77 on its own). One empty-prompt encoding is cached too:
+HunyuanVideo-Foley's text dropout replaces a caption with it (MMAudio's uses its stored empty text).
+
+Lengths follow each family's arithmetic (`clip_layout`): the DAC-VAE's 50 latents per second; MMAudio
+rounds its latents up, as released (`ceil(seconds * rate / hop)`), so its audio window can pass the
+clip's end by less than one latent, and is padded with silence where the audio ends there.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +36,7 @@ from safetensors.torch import save_file
 
 from ..media import MediaError, load_audio, probe_video
 from ..models.dit_config import FoleyDiTConfig
+from ..models.mmaudio_config import MMAudioConfig
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 CAPTION_FILES = ("captions.csv", "captions.jsonl", "metadata.csv", "metadata.jsonl")
@@ -38,6 +47,32 @@ AUDIO_BATCH = 8  # clips per VAE / REPA encoder call
 INDEX_VERSION = 1
 _FILLER = " ".join(["a"] * 200)  # longer than any text limit: pads a caption to the full length
 RATES = FoleyDiTConfig()  # the encoders' rates tie token counts to seconds (the same for every size)
+MMAUDIO_RATES = MMAudioConfig()  # visual token counts of MMAudio (the same for every size)
+
+
+@dataclass(frozen=True)
+class ClipLayout:
+    """What one clip of `seconds` becomes: audio samples encoded, latents kept, frame and sync tokens."""
+
+    family: str
+    samples: int
+    latents: int
+    clip: int
+    sync: int
+    padding: int  # samples of silence allowed past the audio's end (MMAudio's rounded-up latents)
+
+
+def clip_layout(vae, seconds: float) -> ClipLayout:
+    """The clip layout of the family the VAE belongs to (MMAudio's mel codec, else the DAC-VAE's)."""
+    from ..models.mel_codec import MelCodec
+
+    rate, hop = vae.sample_rate, vae.hop_length
+    if isinstance(vae, MelCodec):
+        latents = math.ceil(seconds * rate / hop - 1e-9)
+        return ClipLayout("mmaudio", latents * hop, latents, MMAUDIO_RATES.clip_length(seconds),
+                          MMAUDIO_RATES.sync_length(seconds), latents * hop - round(seconds * rate))
+    return ClipLayout("hunyuanvideo-foley", round(seconds * rate), round(seconds * rate / hop),
+                      RATES.clip_length(seconds), RATES.sync_length(seconds), 0)
 
 
 @dataclass(frozen=True)
@@ -152,9 +187,8 @@ def prepare_cache(
         old.unlink(missing_ok=True)
     stride = stride or clip_seconds
     rate = encoders.vae.sample_rate
-    samples = round(clip_seconds * rate)
-    latents = round(clip_seconds * rate / encoders.vae.hop_length)
-    visual_counts = (RATES.clip_length(clip_seconds), RATES.sync_length(clip_seconds))
+    layout = clip_layout(encoders.vae, clip_seconds)
+    samples, latents, visual_counts = layout.samples, layout.latents, (layout.clip, layout.sync)
     clips, skipped, pending, shards = [], [], [], []
 
     def flush() -> None:
@@ -180,6 +214,8 @@ def prepare_cache(
         kept = []
         for start in starts:
             wav = audio[:, round(start * rate):round(start * rate) + samples]
+            if samples - layout.padding <= wav.shape[-1] < samples:
+                wav = torch.nn.functional.pad(wav, (0, samples - wav.shape[-1]))
             visual = encode_video(video.path, encoders.image_encoder, encoders.sync_encoder, start=start,
                                   max_duration=clip_seconds, static_anchor=False)
             clip, sync = visual.clip[0, :visual_counts[0]], visual.sync[0, :visual_counts[1]]
@@ -213,7 +249,8 @@ def prepare_cache(
         raise ValueError(f"no training clip of {clip_seconds:g} s could be cut from {len(videos)} video(s) ({reasons})")
     _atomic_save({"null_text": null_text.to(dtype).contiguous()}, cache_dir / "null_text.safetensors")
     index = {"version": INDEX_VERSION, "fingerprint": fingerprint, "clip_seconds": clip_seconds,
-             "sample_rate": rate, "dtype": str(dtype).removeprefix("torch."),
+             "family": layout.family, "latents": latents, "sample_rate": rate,
+             "dtype": str(dtype).removeprefix("torch."),
              "repa_encoder": getattr(encoders.audio_encoder, "name", None), "shards": shards, "clips": clips,
              "skipped": skipped}
     _atomic_write_text(cache_dir / "index.json", json.dumps(index, indent=1))

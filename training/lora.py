@@ -6,7 +6,10 @@ storage does not: peft would create the adapters in fp8 and merging cannot updat
 exactly, so LoRA (and full) training refuses fp8-stored weights with a clear error.
 
 Exports use the released key names: `lora_factors` feeds `models.lora.save_lora`, and
-`released_state_dict` gives the plain (optionally LoRA-merged) weights for `FoleyDiT.from_checkpoint`.
+`released_state_dict` gives the plain (optionally LoRA-merged) weights for the network's
+`from_checkpoint` (`FoleyDiT` or `MMAudioNet`). The default targets are each layout's attention and
+MLP layers (`layouts`): HunyuanVideo-Foley's triple and single blocks less their modulation; MMAudio's
+qkv, `linear1` and (Conv)SwiGLU of the joint blocks' three streams and of the fused blocks.
 """
 from __future__ import annotations
 
@@ -19,31 +22,28 @@ from torch import nn
 from ..models.lora import lora_delta
 from ..models.ops import FP8_DTYPES
 from .config import LoraSettings
-
-# Attention and MLP layers of every block; the adaLN modulation layers are left alone.
-DEFAULT_TARGETS = (r"(triple|single)_blocks\.\d+\.(?!audio_mod\.|v_cond_mod\.|modulation\.).+",)
+from .layouts import layout_of
 
 
 def dead_modules(model: nn.Module) -> list[str]:
-    """Layers whose output never reaches the velocity, so they get no gradient (and distributed
-    training would stop on them as unused): the final layer's adaLN (see FinalLayer), and the last
-    triple block's visual cross-attention output and MLP (the visual stream ends there)."""
-    last = model.config.triple_blocks - 1
-    dead = ["final_layer.adaLN_modulation"]
-    if last >= 0:
-        dead += [f"triple_blocks.{last}.v_cond_cross_proj", f"triple_blocks.{last}.v_cond_mlp"]
-    return dead
+    """Layers whose output never reaches the velocity (`layouts.Layout.dead_modules`)."""
+    return layout_of(model).dead_modules(model)
 
 
 def freeze_dead(model: nn.Module) -> None:
-    for prefix in dead_modules(model):
+    """Full training: leave frozen what gets no gradient, and what the family keeps fixed (MMAudio's
+    latent statistics and stored empty text)."""
+    layout = layout_of(model)
+    for prefix in layout.dead_modules(model):
         model.get_submodule(prefix).requires_grad_(False)
+    for name in layout.frozen:
+        model.get_parameter(name).requires_grad_(False)
 
 
 def target_modules(model: nn.Module, patterns: Iterable[str] = ()) -> list[str]:
     """Names of the Linear / Conv1d layers whose full name matches one of `patterns` (regexes),
     less the dead ones."""
-    compiled = [re.compile(p) for p in (tuple(patterns) or DEFAULT_TARGETS)]
+    compiled = [re.compile(p) for p in (tuple(patterns) or layout_of(model).lora_targets)]
     dead = tuple(dead_modules(model))
     names = [name for name, module in model.named_modules()
              if isinstance(module, (nn.Linear, nn.Conv1d)) and any(p.fullmatch(name) for p in compiled)

@@ -1,15 +1,24 @@
-"""The training objective: flow matching in the reference convention, condition dropout, and REPA.
+"""The training objective, one code path for every family: flow matching in the sampler's convention
+through the family's `FlowModel` adapter, condition dropout, and REPA.
 
-- Flow matching: `x = (1 - s) x0 + s noise`, target velocity `noise - x0`, model time `1000 s`,
-  with `s = sigmoid(N(mean, std))` (logit-normal, mean 0 and std 1 by default).
-- Condition dropout per modality and per sample: the visual streams (SigLIP2 and Synchformer
-  together) become the learned null features `empty_clip_feat` / `empty_sync_feat`, the text becomes
-  the cached empty-prompt encoding. `torch.where` keeps the null features in the graph every step, so
-  distributed training sees no unused parameters.
+- Flow matching: `x0 = flow.from_vae(VAE latents)`, `x = (1 - s) x0 + s noise`, target velocity
+  `noise - x0`, the loss the mean square of `flow.velocity(x, s, conditions) - target`, with
+  `s = sigmoid(N(mean, std))` (logit-normal, mean 0 and std 1 by default). HunyuanVideo-Foley's DiT
+  takes the model time `1000 s`. For MMAudio this is its release's loss: the adapter normalises the
+  latents with the network's mean/std and runs its time `t = 1 - s` (t = 0 noise), whose velocity
+  `data - noise` is ours negated, the same square (and the logit-normal is symmetric, so t has the
+  release's distribution too).
+- Condition dropout per modality and per sample (`flow.null_features()`): the visual streams (frame
+  and Synchformer features together) become the learned null features `empty_clip_feat` /
+  `empty_sync_feat`; the text becomes the family's null text: the cached empty-prompt encoding for
+  HunyuanVideo-Foley, the stored `empty_string_feat` for MMAudio (as its release trains).
+  `torch.where` keeps the null features in the graph every step, so distributed training sees no
+  unused parameters.
 - REPA: a small MLP projects the hidden states after the first `repa_depth` single-stream blocks
-  (8, the release config's `depth_single_ssl_encoder`) to the width of the target features, which
-  are pooled to the latent rate; the loss is `1 - cosine similarity` averaged over frames, added with
-  `repa_weight`. Only those blocks (and what feeds them) receive its gradient.
+  (HunyuanVideo-Foley: 8, the release config's `depth_single_ssl_encoder`; MMAudio: fused blocks) to
+  the width of the target features, which are pooled to the latent rate; the loss is `1 - cosine
+  similarity` averaged over frames, added with `repa_weight`. Only those blocks (and what feeds them)
+  receive its gradient.
 
 All random draws come from one `torch.Generator` owned by the trainer (checkpointed with the run),
 outside the model, so the same draws give the same loss whatever the device or process layout.
@@ -22,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..families import FlowModel, as_flow
 from .config import ObjectiveConfig
+from .layouts import layout_of, repa_blocks
 
 
 @dataclass
@@ -89,45 +100,76 @@ def repa_loss(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class FlowMatchingLoss(nn.Module):
-    """The module that is trained (and wrapped by accelerate): the DiT, the REPA projector, the loss.
+    """The module that is trained (and wrapped by accelerate): the network, the REPA projector, the loss.
 
+    `model` is a family's network or its `FlowModel`; `null_text` the cached empty-prompt encoding
+    (used where the family's adapter gives no null text of its own).
     `forward(batch, draws)` returns `{"loss", "flow", "repa"}` (scalars).
     """
 
-    def __init__(self, dit: nn.Module, settings: ObjectiveConfig, null_text: torch.Tensor, repa_dim: int | None = None):
+    def __init__(self, model: nn.Module | FlowModel, settings: ObjectiveConfig, null_text: torch.Tensor | None = None,
+                 repa_dim: int | None = None):
         super().__init__()
-        self.dit = dit
+        self.flow = as_flow(model)
+        self.network = self.flow.network
         self.settings = settings
-        self.register_buffer("null_text", null_text.clone(), persistent=False)
-        self.use_repa = settings.repa_weight > 0
+        if null_text is not None:
+            self.register_buffer("null_text", null_text.clone(), persistent=False)
+        else:
+            self.null_text = None
+        layout = layout_of(self.network)
+        self.repa_weight = layout.repa_weight if settings.repa_weight is None else settings.repa_weight
+        self.use_repa = self.repa_weight > 0
         if self.use_repa:
-            blocks = dit.config.single_blocks
+            blocks = len(repa_blocks(self.network))
             if settings.repa_depth > blocks:
-                raise ValueError(f"REPA aligns the output of single block {settings.repa_depth} but the model has "
-                                 f"{blocks} single blocks; set [objective] repa_depth lower or repa_weight = 0")
+                kind = layout.repa_block_name
+                raise ValueError(f"REPA aligns the output of {kind} block {settings.repa_depth} but the model has "
+                                 f"{blocks} {kind} blocks; set [objective] repa_depth lower or repa_weight = 0")
             if repa_dim is None:
                 raise ValueError("REPA needs target audio features, but the cache holds none: prepare the cache "
                                  "with a REPA encoder, or set [objective] repa_weight = 0")
-            self.projector = RepaProjector(dit.config.hidden, settings.repa_projector_hidden, repa_dim)
+            self.projector = RepaProjector(self.network.config.hidden, settings.repa_projector_hidden, repa_dim)
 
     def forward(self, batch: dict[str, torch.Tensor], draws: Draws) -> dict[str, torch.Tensor]:
-        dit, settings = self.dit, self.settings
-        x0 = batch["latent_mean"]
+        flow = self.flow
+        latents = batch["latent_mean"]
         if draws.posterior is not None:
-            x0 = x0 + torch.exp(0.5 * batch["latent_logvar"]) * draws.posterior
-        x, target = flow_matching_pair(x0, draws.noise, draws.sigmas)
-        batch_size, audio_length = x.shape[0], x.shape[-1]
-        text = torch.where(draws.drop_text[:, None, None], self.null_text.to(batch["text"].dtype), batch["text"])
-        clip, sync = batch["clip"], batch["sync"]
-        visual_off = draws.drop_visual[:, None, None]
-        clip = torch.where(visual_off, dit.null_clip(batch_size, clip.shape[1]).to(clip.dtype), clip)
-        sync = torch.where(visual_off, dit.null_sync(batch_size, sync.shape[1]).to(sync.dtype), sync)
-        conditions = dit.prepare(text, clip, sync, audio_length)
-        t = draws.sigmas * 1000
+            latents = latents + torch.exp(0.5 * batch["latent_logvar"]) * draws.posterior
+        x, target = flow_matching_pair(flow.from_vae(latents), draws.noise, draws.sigmas)
+        conditions = self.conditions(batch, draws, x.shape[-1])
         if self.use_repa:
-            velocity, hidden = dit.velocity(x, t, conditions, capture_single_block=settings.repa_depth - 1)
+            velocity, hidden = self._velocity_and_hidden(x, draws.sigmas, conditions)
             alignment = repa_loss(self.projector(hidden), batch["repa"])
         else:
-            velocity, alignment = dit.velocity(x, t, conditions), torch.zeros((), device=x.device)
-        flow = F.mse_loss(velocity.float(), target.float())
-        return {"loss": flow + settings.repa_weight * alignment, "flow": flow.detach(), "repa": alignment.detach()}
+            velocity, alignment = flow.velocity(x, draws.sigmas, conditions), torch.zeros((), device=x.device)
+        loss = F.mse_loss(velocity.float(), target.float())
+        return {"loss": loss + self.repa_weight * alignment, "flow": loss.detach(), "repa": alignment.detach()}
+
+    def conditions(self, batch: dict[str, torch.Tensor], draws: Draws, length: int):
+        """The batch's conditions with the dropped ones replaced by the family's null features."""
+        null_text, null_clip, null_sync = self.flow.null_features()
+        if null_text is None:
+            if self.null_text is None:
+                raise ValueError(f"{self.flow.family.title} trains its text dropout with the encoded empty "
+                                 "prompt: pass the cache's null_text")
+            null_text = self.null_text
+        text, clip, sync = batch["text"], batch["clip"], batch["sync"]
+        text = torch.where(draws.drop_text[:, None, None], null_text.to(text.dtype), text)
+        visual_off = draws.drop_visual[:, None, None]
+        clip = torch.where(visual_off, null_clip.to(clip.dtype), clip)
+        sync = torch.where(visual_off, null_sync.to(sync.dtype), sync)
+        conditioner = self.flow.conditioner()
+        return conditioner.prepare(conditioner.text(text), clip, sync, length)
+
+    def _velocity_and_hidden(self, x: torch.Tensor, sigmas: torch.Tensor, conditions):
+        """The velocity and the hidden states after REPA's block (a forward hook: one code path for
+        every family, and nothing stays attached to the network)."""
+        captured = []
+        block = repa_blocks(self.network)[self.settings.repa_depth - 1]
+        handle = block.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            velocity = self.flow.velocity(x, sigmas, conditions)
+        finally:
+            handle.remove()
+        return velocity, captured[0]

@@ -14,7 +14,6 @@ with the same weights as a run that was never stopped.
 """
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -22,16 +21,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
-from ..models.dit import FoleyDiT
-from ..models.lora import save_lora
+from ..families import FlowModel
 from . import checkpoints
 from .config import TrainConfig
 from .data import BatchStream, ClipDataset, collate, loader
-from .lora import add_lora, freeze_dead, lora_factors, refuse_fp8, released_state_dict
+from .lora import add_lora, freeze_dead, refuse_fp8
+from .networks import starting_model, tuned_network, write_export
 from .objective import FlowMatchingLoss, draw
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -79,15 +77,16 @@ def make_accelerator(config: TrainConfig):
 
 
 class Trainer:
-    """Fine-tune (LoRA or full) or train from scratch on a prepared feature cache.
+    """Fine-tune (LoRA or full) or train from scratch on a prepared feature cache, any family.
 
-    `model`: a FoleyDiT to start from (it is not modified: LoRA trains on a copy sharing its frozen
-    weights, full training on a deep copy); default: `config.model.checkpoint`, or a new model of
-    `config.model.config` when that is empty.
+    `model`: a family's network, or its `FlowModel`, to start from (it is not modified: LoRA trains on
+    a copy sharing its frozen weights, full training on a deep copy); default: `config.model.checkpoint`
+    (loaded as the model loader does, family from the file), or a new FoleyDiT of `config.model.config`
+    when that is empty (HunyuanVideo-Foley's layout only).
     """
 
-    def __init__(self, config: TrainConfig, model: FoleyDiT | None = None, dataset: ClipDataset | None = None,
-                 log: Callable[[str], None] | None = None):
+    def __init__(self, config: TrainConfig, model: nn.Module | FlowModel | None = None,
+                 dataset: ClipDataset | None = None, log: Callable[[str], None] | None = None):
         self.config = config
         self.log = log or (lambda message: None)
         self.accelerator = make_accelerator(config)
@@ -95,17 +94,20 @@ class Trainer:
         repa_dim = self.dataset[0]["repa"].shape[-1] if self.dataset.has_repa else None
         with torch.random.fork_rng(devices=[]):  # seeded initial weights (scratch, adapters, projector)
             torch.manual_seed(config.train.seed)
-            dit = self._starting_model(model)
-            self.adapted = add_lora(dit, config.lora) if config.mode == "lora" else []
+            flow = starting_model(config, model, getattr(self.dataset, "index", {}).get("family"))
+            network = flow.network
+            self.adapted = add_lora(network, config.lora) if config.mode == "lora" else []
             if config.mode == "full":
-                refuse_fp8(dit, "full fine-tuning")
-                dit.requires_grad_(True)
-                freeze_dead(dit)
-            dit.gradient_checkpointing = config.model.gradient_checkpointing
-            module = FlowMatchingLoss(dit, config.objective, self.dataset.null_text, repa_dim).train()
+                refuse_fp8(network, "full fine-tuning")
+                network.requires_grad_(True)
+                freeze_dead(network)
+            if config.model.gradient_checkpointing:
+                network.gradient_checkpointing = True
+            module = FlowMatchingLoss(flow, config.objective, self.dataset.null_text, repa_dim).train()
+        self.flow = module.flow
         self.trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
-        dit_params = {n.removeprefix("dit."): p for n, p in self.trainable.items() if n.startswith("dit.")}
-        self.ema = checkpoints.EMA(dit_params, config.train.ema_decay) if config.train.ema_decay > 0 else None
+        network_params = {n.removeprefix("network."): p for n, p in self.trainable.items() if n.startswith("network.")}
+        self.ema = checkpoints.EMA(network_params, config.train.ema_decay) if config.train.ema_decay > 0 else None
         optim = config.optim
         optimizer = torch.optim.AdamW(list(self.trainable.values()), lr=optim.learning_rate, betas=optim.betas,
                                       eps=optim.eps, weight_decay=optim.weight_decay)
@@ -120,22 +122,12 @@ class Trainer:
         self.accelerator.register_load_state_pre_hook(self._load_hook)
 
     # ------------------------------------------------------------------------------------------
-    def _starting_model(self, model: FoleyDiT | None) -> FoleyDiT:
-        settings = self.config.model
-        dtype = DTYPES[settings.base_dtype]
-        if model is None and settings.checkpoint:
-            return FoleyDiT.from_checkpoint(settings.checkpoint, dtype=dtype)
-        if model is None:
-            return FoleyDiT(settings.dit_config()).to(dtype)
-        refuse_fp8(model, "LoRA training" if self.config.mode == "lora" else "full fine-tuning")
-        if self.config.mode == "full":
-            return copy.deepcopy(model).to(dtype)
-        memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-        return copy.deepcopy(model, memo)  # a new module tree over the same (frozen) tensors
-
     @property
-    def dit(self) -> FoleyDiT:
-        return self.module.dit
+    def network(self) -> nn.Module:
+        """The network being trained (adapters injected in LoRA mode)."""
+        return self.module.network
+
+    dit = network  # the name scripts (the demo build) knew it by
 
     @property
     def output_dir(self) -> Path:
@@ -278,27 +270,21 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def export(self, path: str | Path | None = None) -> Path:
         """Write the tuned weights (EMA when kept) in the loaders' formats: a LoRA file in LoRA mode,
-        a released-layout DiT in full mode. Returns the path (main process writes)."""
+        the network under the release's key names in full mode. Returns the path (main process writes)."""
         path = Path(path) if path else self.output_dir / f"{self.config.name}.safetensors"
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._ema_applied():
-                if self.config.mode == "lora":
-                    metadata = {"base_config": json.dumps(self.dit.config.to_dict()), "steps": str(self.step),
-                                "base_model": Path(self.config.model.checkpoint).name}
-                    save_lora(path, lora_factors(self.dit), self.config.lora.scale_alpha, metadata)
-                else:
-                    _save_model(released_state_dict(self.dit, dtype=DTYPES[self.config.train.save_dtype]), path,
-                                {"steps": str(self.step)})
+                write_export(self.flow, self.config, self.step, path)
         self.accelerator.wait_for_everyone()
         return path
 
-    def tuned_model(self) -> FoleyDiT:
-        """A plain inference FoleyDiT with the tuned (EMA when kept, LoRA merged) weights, on the CPU."""
+    def tuned_model(self) -> nn.Module:
+        """A plain inference network of the family with the tuned (EMA when kept, LoRA merged) weights,
+        on the CPU."""
         with self._ema_applied():
-            state = {k: v.cpu().clone() for k, v in released_state_dict(self.dit).items()}
-        return FoleyDiT.from_checkpoint(state)
+            return tuned_network(self.network)
 
     def _ema_applied(self):
         if self.ema is None:
@@ -306,14 +292,4 @@ class Trainer:
 
             return nullcontext()
         return self.ema.applied()
-
-
-def _save_model(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    import os
-
-    from safetensors.torch import save_file
-
-    partial = path.with_name(f".{path.name}.partial")
-    save_file({k: v.cpu() for k, v in state.items()}, str(partial), metadata={"format": "pt", **metadata})
-    os.replace(partial, path)
 
