@@ -16,6 +16,8 @@ loader, node and command runs them unchanged, in milliseconds and without `trans
   stand-in therefore describes each token at the time the DiT will place it: it rebuilds the frame
   sequence from the segments (a clip of whole 8-frame steps, as `encode_video` passes a clip of up
   to 16 s), and reads the motion there. Clips of other lengths are off by at most 7 frames at their end.
+  Like Synchformer it also has an audio side and an offset head (`sync_audio.py`, weight-free), so
+  DeSync and best-take picking run on the demo too.
 
 Each encoder is a file (safetensors, `metadata["syncfoley_demo"]` names the kind) holding its table
 or feature scales; `load_demo_encoder` reads any of them.
@@ -34,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.encoders import TEXT_TOKENS, FrameSpec
+from ..models.synchformer_head import OFFSET_GRID_SECONDS
+from . import sync_audio
 
 KIND_KEY = "syncfoley_demo"
 TEXT_KIND, IMAGE_KIND, SYNC_KIND = "text_encoder", "image_encoder", "sync_encoder"
@@ -54,6 +58,8 @@ CHROMA_FLOOR, CHROMA_RAMP = 0.25, 0.15  # max-min of RGB (0..1): greys and brown
 PRESENT_MASS = 0.005  # share of the picture above which a hue's centroid is trusted
 GRID = 4
 KINK_OFFSETS = (-2.0, -1.0, 0.0, 1.0, 2.0)  # frames around a token's time at which kinks are read
+_AT_TOKEN = KINK_OFFSETS.index(0.0)
+KINK_CHANNELS = slice(_AT_TOKEN * HUES, (_AT_TOKEN + 1) * HUES)  # the kinks at each token's own time
 
 
 def tokenize(text: str) -> list[str]:
@@ -211,6 +217,28 @@ class DemoSyncEncoder(_FeatureEncoder):
         kinks = [_at(kink, position + offset) for offset in KINK_OFFSETS]
         features = torch.cat([*kinks, _at(speed, position), _at(mass, position), _at(height, position)], -1)
         return (features * self.feature_scale).unflatten(1, (count, TOKENS_PER_SEGMENT))
+
+    # Synchformer's audio side and offset head, weight-free (demo/sync_audio.py), so DeSync runs on the demo.
+    audio_sample_rate = sync_audio.SAMPLE_RATE
+    segment_independent = False  # tokens are spread over the span of one call: one call per clip
+    offset_segments = 14  # Synchformer's window (4.8 s)
+    min_offset_segments = 8  # shorter clips take one window of all their segments, down to this (2.88 s)
+    offset_grid = OFFSET_GRID_SECONDS
+
+    def audio_segments(self, audio: torch.Tensor) -> torch.Tensor:
+        """Mono 16 kHz audio `[B, samples]` -> raw segments `[B, S, 10240]` (Synchformer's 0.64 s every 0.32 s)."""
+        return sync_audio.audio_segments(audio)
+
+    @torch.no_grad()
+    def extract_audio(self, segments: torch.Tensor) -> torch.Tensor:
+        """`[B, S, 10240]` -> `[B, S, 6, 1]`: onset strength at each audio token's time."""
+        return sync_audio.extract_audio(segments)
+
+    @torch.no_grad()
+    def offset_logits(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """One window of visual `[B, W, 8, 48]` and audio `[B, W, 6, 1]` tokens -> logits `[B, 21]`
+        over `offset_grid`: the cross-correlation of impacts seen and onsets heard at each offset."""
+        return sync_audio.offset_logits(visual, audio, KINK_CHANNELS)
 
 
 def _at(series: torch.Tensor, position: torch.Tensor) -> torch.Tensor:

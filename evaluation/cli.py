@@ -1,8 +1,16 @@
-"""`syncfoley eval-sync`: onset F1 and AV-Align of CFG and SyncCFG audio on held-out world clips.
+"""`syncfoley eval-sync`: is sound in sync with picture?
 
-Sources, any mix: the clips' own audio (always, unless --no-ground-truth), folders of audio already
-generated (`--generated NAME=DIR`, files named after the clips), and a model run per guidance
-(`--models DIR` or the five `--dit/--vae/--synchformer/--clap/--siglip` paths).
+    syncfoley eval-sync VIDEO [AUDIO ...] --synchformer FILE   # any video: DeSync and the offset curve
+    syncfoley eval-sync --data DIR [--synchformer FILE]        # held-out world clips: onset F1, AV-Align
+
+VIDEO mode scores the video's own soundtrack, or audio files, or every audio file of a folder (e.g.
+generated takes) by DeSync (the Synchformer's offset head over 4.8 s windows, as papers report it)
+and shows each window's offset; --suggest says by how much to shift a consistently offset sound.
+
+World mode scores CFG and SyncCFG audio on clips whose event times are known. Sources, any mix:
+the clips' own audio (always, unless --no-ground-truth), folders of audio already generated
+(`--generated NAME=DIR`, files named after the clips), and a model run per guidance (`--models DIR`).
+With --synchformer every source also gets DeSync.
 """
 from __future__ import annotations
 
@@ -14,6 +22,8 @@ from pathlib import Path
 from ..media import MediaError
 from ..media.files import next_free_stem, write_report
 from ..cli.options import add_model_arguments
+from .cli_video import DEFAULT_SYNCHFORMER, evaluate_video, load_sync_model
+from .desync import DEFAULT_STRIDE, SEGMENT_SECONDS
 from .onsets import DEFAULT_TOLERANCE
 from .sync_eval import AudioSource, evaluate, folder_source, format_table, ground_truth_source, load_held_out
 
@@ -94,7 +104,17 @@ def _guidance_list(text: str) -> list[str]:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval-sync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="folder written by `syncfoley world` (held-out seed)")
+    p.add_argument("video", nargs="?", help="a video to score (its own soundtrack unless AUDIO is given)")
+    p.add_argument("audio", nargs="*", help="audio (or video) files, or folders of them, to score against VIDEO")
+    p.add_argument("--synchformer", help="synchformer_state_dict.pth (its audio side and offset head give DeSync), "
+                                         "or 'demo' (the demo model's stand-in, for world clips); VIDEO mode "
+                                         f"default: {DEFAULT_SYNCHFORMER}")
+    p.add_argument("--window-step", type=float, default=DEFAULT_STRIDE * SEGMENT_SECONDS,
+                   help="seconds between 4.8 s DeSync windows (default 3.2: on 8 s, the benchmark's two)")
+    p.add_argument("--suggest", action="store_true", help="VIDEO mode: say how far to shift a consistently offset sound")
+    p.add_argument("--start", type=float, default=0.0, help="VIDEO mode: seconds into the video to start at")
+    p.add_argument("--duration", type=float, default=None, help="VIDEO mode: seconds to score (default: to the end)")
+    p.add_argument("--data", help="world mode: a folder written by `syncfoley world` (held-out seed)")
     p.add_argument("--clips", type=int, default=50, help="evaluate the first N clips (default 50; 0 = all)")
     p.add_argument("--generated", type=_generated, action="append", default=[], metavar="NAME=DIR",
                    help="score audio files named after the clips in DIR as source NAME (repeatable)")
@@ -108,6 +128,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed and baseline offsets")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: 1 for the demo models, whose small operations only lose "
+                        "time to threads waiting for each other, most of all on a busy machine; else torch's)")
     p.add_argument("--save-audio", help="also write the generated audio as DIR/<guidance>/<clip>.wav")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="onset match tolerance, s")
     p.add_argument("--draws", type=int, default=10, help="random offsets per clip for the shifted baseline")
@@ -118,10 +141,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from ..models.checkpoint import CheckpointError
+
+    if bool(args.video) == bool(args.data):
+        raise SystemExit("eval-sync: give a VIDEO to score, or --data DIR of world clips (not both)")
+    if args.window_step < SEGMENT_SECONDS:
+        raise SystemExit(f"eval-sync: --window-step must be at least {SEGMENT_SECONDS} s (one segment)")
+    import torch
+
+    threads = torch.get_num_threads()
+    _set_threads(args)
     try:
-        _evaluate(args)
-    except (FileNotFoundError, FileExistsError, MediaError) as error:
+        if args.video:
+            for line in evaluate_video(args):
+                print(line, flush=True)
+        else:
+            _evaluate(args)
+    except (FileNotFoundError, FileExistsError, MediaError, CheckpointError, ValueError) as error:
         raise SystemExit(f"eval-sync: {error}") from None
+    finally:
+        torch.set_num_threads(threads)  # the command may run inside a longer process (tests, scripts)
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """--threads, or 1 where every model is the demo's (measured on 2 busy cores: 25 demo sampling steps
+    take 1.0 s on one thread, 7 to 35 s on two)."""
+    import torch
+
+    demo = ("demo", "syncfoley-demo")
+    demo_only = args.models in (None, *demo) and (args.synchformer in demo or (args.synchformer is None and args.data))
+    threads = args.threads if args.threads is not None else (1 if demo_only else None)
+    if threads is not None:
+        if threads < 1:
+            raise SystemExit(f"eval-sync: --threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -134,6 +187,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     sources.update(generated)
     if not sources:
         raise SystemExit("eval-sync: nothing to score (ground truth disabled, no --generated, no model)")
+    sync_model = load_sync_model(args.synchformer, args.precision, args.device) if args.synchformer else None
     from ..cli.progress import bar
 
     started = time.perf_counter()
@@ -142,8 +196,12 @@ def _evaluate(args: argparse.Namespace) -> None:
             clip_bar.n = done
             clip_bar.set_postfix_str(stem, refresh=True)
 
-        report = evaluate(clips, sources, args.tolerance, args.draws, args.seed, progress=progress)
+        report = evaluate(clips, sources, args.tolerance, args.draws, args.seed, progress=progress,
+                          sync_model=sync_model, stride=max(1, round(args.window_step / SEGMENT_SECONDS)))
+    import torch
+
     report["settings"] = {"data": str(args.data), "seconds": round(time.perf_counter() - started, 2),
+                          "threads": torch.get_num_threads(),
                           "generated": {name: str(folder) for name, folder in args.generated}}
     if generated:
         report["settings"]["model"] = model_settings

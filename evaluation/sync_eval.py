@@ -9,7 +9,9 @@ with CFG or SyncCFG) is scored per clip with:
   onset count but breaks its timing; scores are pooled over `draws` offsets, the same offsets for
   every source of a clip;
 - AV-Align of the audio against the clip's picture (frame-difference stand-in, see av_align.py),
-  for the audio and its rolled copies.
+  for the audio and its rolled copies;
+- with a sync model (Synchformer, or the demo's stand-in), DeSync (`desync.py`): the mean |offset| of
+  its offset head over 14-segment windows (the picture is encoded once per clip, for every source).
 Onset scores are pooled over clips (sums of matches, references and detections); AV-Align is the
 mean over clips as in its paper. The per-clip numbers are kept in the report.
 """
@@ -26,9 +28,10 @@ from typing import Callable
 import numpy as np
 
 from ..media import load_audio
-from .av_align import METHOD as AV_METHOD
 from ..media.analysis import motion_curve, read_grey_frames
+from .av_align import METHOD as AV_METHOD
 from .av_align import av_align, video_peaks
+from .desync import DEFAULT_STRIDE
 from .onsets import DEFAULT_TOLERANCE, OnsetParams, OnsetScore, detect_onsets, merge_close, score_onsets
 
 MERGE_WITHIN = 0.05
@@ -141,24 +144,50 @@ def score_audio(clip: HeldOutClip, audio, sample_rate: int, peaks: np.ndarray, o
                        float(np.mean(aligned)) if aligned else math.nan, [round(float(t), 4) for t in onsets])
 
 
+def _picture(sync_model, clip: HeldOutClip, stride: int):
+    """The clip's sync features, or the reason DeSync cannot score it (too short for the model)."""
+    from .desync import window_length
+    from .sync_media import picture_features
+
+    picture = picture_features(sync_model, clip.video, 0.0, clip.duration)
+    try:
+        window_length(sync_model, picture.segments)
+    except ValueError as error:
+        return None, str(error)
+    return picture, None
+
+
 def evaluate(clips: list[HeldOutClip], sources: dict[str, AudioSource], tolerance: float = DEFAULT_TOLERANCE,
              draws: int = 10, seed: int = 0, params: OnsetParams = OnsetParams(),
-             progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Score every source on every clip; returns the JSON-ready report (see `format_table`)."""
+             progress: Callable[[int, int, str], None] | None = None, sync_model=None,
+             stride: int = DEFAULT_STRIDE) -> dict:
+    """Score every source on every clip; returns the JSON-ready report (see `format_table`). With
+    `sync_model` (see `desync.OffsetModel`) each source also gets DeSync where the clip is long enough."""
     if not sources:
         raise ValueError("nothing to evaluate: give at least one audio source")
+    from .sync_media import measure_sync
+
     per_clip, totals = [], {name: [] for name in sources}
+    desyncs: dict[str, list[float]] = {name: [] for name in sources}
+    unscored: list[str] = []
     for index, clip in enumerate(clips):
         grey, _ = read_grey_frames(clip.video)
         peaks = video_peaks(motion_curve(grey), float(clip.fps))
         offsets = shift_offsets(np.random.default_rng([seed, index]), clip.duration, draws)
         row = {"clip": clip.stem, "caption": clip.caption, "reference": [round(float(t), 4) for t in clip.reference],
                "video_peaks": [round(float(t), 4) for t in peaks], "offsets": [round(float(o), 4) for o in offsets]}
+        picture, too_short = _picture(sync_model, clip, stride) if sync_model is not None else (None, None)
+        if too_short:
+            unscored.append(f"{clip.stem}: {too_short}")
         for name, source in sources.items():
             audio, sample_rate = source(clip)
             result = score_audio(clip, audio, sample_rate, peaks, offsets, tolerance, params)
             totals[name].append(result)
             row[name] = result.as_dict()
+            if picture is not None:
+                curve = measure_sync(sync_model, picture, audio, sample_rate, stride)
+                desyncs[name].append(float(curve.desync[0]))
+                row[name]["desync"] = curve.as_dict()
         per_clip.append(row)
         if progress is not None:
             progress(index + 1, len(clips), clip.stem)
@@ -169,9 +198,15 @@ def evaluate(clips: list[HeldOutClip], sources: dict[str, AudioSource], toleranc
         summary[name] = {"onset": onset.as_dict(), "mean_clip_f1": float(np.mean([r.onset.f1 for r in results])),
                          "shifted": shifted.as_dict(), "av_align": float(np.mean([r.av_align for r in results])),
                          "av_align_shifted": float(np.mean([r.av_align_shifted for r in results]))}
+        if sync_model is not None:
+            summary[name]["desync"] = float(np.mean(desyncs[name])) if desyncs[name] else None
+            summary[name]["desync_clips"] = len(desyncs[name])
     method = {"tolerance_s": tolerance, "merge_within_s": MERGE_WITHIN, "onset_params": asdict(params),
               "baseline": "same audio rolled by a random offset (same loudness and onset count, timing broken)",
               "draws": draws, "seed": seed, "av_align": AV_METHOD}
+    if sync_model is not None:
+        method["desync"] = {"model": getattr(sync_model, "kind", type(sync_model).__name__),
+                            "window_stride_segments": stride, "unscored": unscored}
     return {"clips": len(clips), "reference_onsets": int(sum(c.reference.size for c in clips)), "method": method,
             "sources": summary, "per_clip": per_clip}
 
@@ -180,12 +215,16 @@ def format_table(report: dict) -> str:
     """The summary of a report as aligned text, one row per source."""
     method = report["method"]
     header = ["source", "F1", "precision", "recall", "error ms", "onsets", "shifted F1", "AV-Align", "shifted AV"]
+    with_desync = "desync" in method
+    header += ["DeSync s"] if with_desync else []
     rows = []
     for name, s in report["sources"].items():
         onset, error = s["onset"], s["onset"]["mean_abs_error_s"]
         rows.append([name, f"{onset['f1']:.3f}", f"{onset['precision']:.3f}", f"{onset['recall']:.3f}",
                      "-" if error is None else f"{1000 * error:.1f}", str(onset["estimated"]),
                      f"{s['shifted']['f1']:.3f}", f"{s['av_align']:.3f}", f"{s['av_align_shifted']:.3f}"])
+        if with_desync:
+            rows[-1].append("-" if s["desync"] is None else f"{s['desync']:.3f}")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([
@@ -194,4 +233,7 @@ def format_table(report: dict) -> str:
         line(header), line(["-" * w for w in widths]), *(line(r) for r in rows),
         f"shifted: {method['baseline']}, {method['draws']} draws per clip (the random-onset baseline)",
         f"AV-Align: {method['av_align']}",
+        *([f"DeSync: mean |offset| of {method['desync']['model']}'s offset head over windows of up to 4.8 s every "
+           f"{method['desync']['window_stride_segments'] * 0.32:g} s ({len(method['desync']['unscored'])} clips "
+           "too short to score)"] if with_desync else []),
     ])

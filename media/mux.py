@@ -65,6 +65,18 @@ def _mixed(generated: torch.Tensor, original: torch.Tensor, level: float) -> tor
     return mixed / peak if peak > 1.0 else mixed
 
 
+def shift_audio(waveform: torch.Tensor, sample_rate: int, offset_ms: float) -> torch.Tensor:
+    """[C, T] moved `offset_ms` later (positive: silence in front) or earlier (negative: its start
+    dropped), its length kept: the repair for a sound that is early or late against the picture."""
+    shift = round(offset_ms * sample_rate / 1000)
+    if shift == 0:
+        return waveform
+    length = waveform.shape[-1]
+    if shift > 0:
+        return torch.nn.functional.pad(waveform, (shift, 0))[..., :length]
+    return torch.nn.functional.pad(waveform[..., -shift:], (0, min(-shift, length)))
+
+
 def _copied_packets(container: av.container.InputContainer, mapping: dict[int, av.stream.Stream],
                     end_time: Fraction) -> Iterator[av.Packet]:
     """Demuxed packets of the mapped input streams (by index), re-targeted; audio past the video's end is dropped."""
@@ -106,15 +118,18 @@ def _inspect_source(source: Path, output: Path, original_stream: int) -> _Source
 
 def mux_audio(video_path: str | os.PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int,
               output_path: str | os.PathLike, *, original_audio: OriginalAudio = "drop", original_level: float = 0.5,
-              original_stream: int = 0, overwrite: bool = False, bitrate: int | None = None) -> Path:
+              original_stream: int = 0, overwrite: bool = False, bitrate: int | None = None,
+              offset_ms: float = 0.0) -> Path:
     """Write `output_path`: the video stream of `video_path` copied packet for packet, plus `audio`.
 
     audio: float [C, T] or [T] at `sample_rate`, starting at the video's time 0; it is trimmed or
     zero-padded to the video's duration and encoded as AAC (.mp4/.m4v/.mov) or Opus (.mkv/.webm).
     original_audio: 'drop' the source's sound, 'keep' it as a second (non-default) track (stream-copied
     when the container takes its codec, else re-encoded), or 'mix' it into the new track at linear gain
-    `original_level` (the sum is scaled down if it would clip). Only the first video stream and the
-    chosen audio stream are kept. Written under a temporary name and renamed when complete.
+    `original_level` (the sum is scaled down if it would clip). offset_ms moves the new sound later
+    (positive) or earlier (negative) against the picture, e.g. by what `syncfoley eval-sync --suggest`
+    says; the picture is still copied, never re-encoded. Only the first video stream and the chosen
+    audio stream are kept. Written under a temporary name and renamed when complete.
     Raises MediaError for unreadable input, missing streams, or an output that cannot be written.
     """
     source = require_input_file(video_path)
@@ -128,7 +143,8 @@ def mux_audio(video_path: str | os.PathLike, audio: torch.Tensor | np.ndarray, s
         raise MediaError(source, f"has no audio stream {original_stream} to {original_audio}",
                          "use original_audio='drop'")
     rate = encoder_rate(codec, sample_rate)
-    generated = fit_duration(resample_audio(as_waveform(audio), sample_rate, rate), rate, info.duration)
+    generated = resample_audio(shift_audio(as_waveform(audio), sample_rate, offset_ms), sample_rate, rate)
+    generated = fit_duration(generated, rate, info.duration)
     copy_original = False
     reencoded_original = None
     if original_audio == "mix":
@@ -202,12 +218,13 @@ def _encoded_frames(stream: av.video.stream.VideoStream, images: torch.Tensor) -
 
 def write_video(images: torch.Tensor, fps: int | float | Fraction, output_path: str | os.PathLike, *,
                 audio: torch.Tensor | np.ndarray | None = None, sample_rate: int = 48000, crf: int = 18,
-                overwrite: bool = False, bitrate: int | None = None) -> Path:
+                overwrite: bool = False, bitrate: int | None = None, offset_ms: float = 0.0) -> Path:
     """Encode ComfyUI IMAGE frames (float [N, H, W, C] in 0..1, or uint8) at `fps`, with optional audio.
 
     Video is H.264 yuv420p (VP9 for .webm); odd sides are padded by one repeated row/column because
     4:2:0 needs even sizes. Audio (float [C, T] at `sample_rate`) is trimmed or padded to N / fps
-    seconds. Written under a temporary name and renamed when complete. Returns the path written.
+    seconds, after moving it `offset_ms` later (negative: earlier). Written under a temporary name and
+    renamed when complete. Returns the path written.
     """
     output = check_output_path(output_path, VIDEO_CONTAINERS, overwrite=overwrite, kind="video")
     if images.ndim != 4 or images.shape[0] == 0:
@@ -220,8 +237,8 @@ def write_video(images: torch.Tensor, fps: int | float | Fraction, output_path: 
     waveform = None
     if audio is not None:
         audio_rate = encoder_rate(audio_codec, sample_rate)
-        waveform = fit_duration(resample_audio(as_waveform(audio), sample_rate, audio_rate), audio_rate,
-                                images.shape[0] / rate)
+        waveform = resample_audio(shift_audio(as_waveform(audio), sample_rate, offset_ms), sample_rate, audio_rate)
+        waveform = fit_duration(waveform, audio_rate, images.shape[0] / rate)
     with atomic_output(output, overwrite=overwrite) as temp_path:
         try:
             with av.open(str(temp_path), mode="w") as out:

@@ -16,22 +16,22 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import Checkpoint, assign_state_dict, as_checkpoint, require_kind
 from .encoders import SYNCHFORMER_FRAME_SPEC, FrameSpec
-from .motionformer import MotionFormer, merge_heads, split_heads
-from .ops import CastOps, attach_scales, cast_to, set_precision
-from .synchformer_audio import ASTFeatureExtractor, log_mel_segments
+from .motionformer import MotionFormer
+from .ops import CastOps, attach_scales, set_precision
+from .synchformer_audio import SAMPLE_RATE, ASTFeatureExtractor, log_mel_segments
+from .synchformer_head import OFFSET_GRID_SECONDS, OffsetTransformer, offset_seconds
+
+__all__ = ["OFFSET_GRID_SECONDS", "Synchformer", "SynchformerConfig", "named", "offset_seconds", "release",
+           "segment_frames", "tiny"]
 
 SEGMENT_FRAMES = 16
 SEGMENT_STRIDE = 8
 FPS = 25.0
-# Class i of the offset head (numpy's linspace, as the release: its middle class is exactly 0).
-OFFSET_GRID_SECONDS = torch.from_numpy(np.linspace(-2.0, 2.0, 21)).float()
 
 
 @dataclass(frozen=True)
@@ -143,70 +143,6 @@ def segment_frames(frames: torch.Tensor, segment: int = SEGMENT_FRAMES, stride: 
 
 
 # ----------------------------------------------------------------------------------------------
-# Offset head
-# ----------------------------------------------------------------------------------------------
-class _SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, operations=CastOps, device=None, dtype=None):
-        super().__init__()
-        self.heads = heads
-        self.key = operations.Linear(dim, dim, device=device, dtype=dtype)
-        self.query = operations.Linear(dim, dim, device=device, dtype=dtype)
-        self.value = operations.Linear(dim, dim, device=device, dtype=dtype)
-        self.proj = operations.Linear(dim, dim, device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = (split_heads(proj(x), self.heads) for proj in (self.query, self.key, self.value))
-        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
-
-
-class _Block(nn.Module):
-    """Pre-norm block (LayerNorm eps 1e-5, exact GELU); `mlp.0` / `mlp.2` as in the release."""
-
-    def __init__(self, dim: int, heads: int, mlp_hidden: int, operations=CastOps, device=None, dtype=None):
-        super().__init__()
-        self.ln1 = operations.LayerNorm(dim, device=device, dtype=dtype)
-        self.ln2 = operations.LayerNorm(dim, device=device, dtype=dtype)
-        self.attn = _SelfAttention(dim, heads, operations, device, dtype)
-        self.mlp = nn.Sequential(operations.Linear(dim, mlp_hidden, device=device, dtype=dtype), nn.GELU(),
-                                 operations.Linear(mlp_hidden, dim, device=device, dtype=dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
-
-
-class OffsetTransformer(nn.Module):
-    """`[OFF, visual..., MOD, audio...]` + learned positions -> blocks -> logits of the OFF token."""
-
-    def __init__(self, config: SynchformerConfig, operations=CastOps, device=None, dtype=None):
-        super().__init__()
-        dim, kw = config.dim, dict(device=device, dtype=dtype)
-        self.OFF_tok = nn.Parameter(0.02 * torch.randn(1, 1, dim, **kw))
-        self.MOD_tok = nn.Parameter(0.02 * torch.randn(1, 1, dim, **kw))
-        self.vis_in_lnorm = operations.LayerNorm(dim, **kw)
-        self.aud_in_lnorm = operations.LayerNorm(dim, **kw)
-        self.pos_emb_cfg = nn.Module()
-        self.pos_emb_cfg.pos_emb = nn.Parameter(0.02 * torch.randn(1, config.sync_positions, dim, **kw))
-        self.blocks = nn.Sequential(*(
-            _Block(dim, dim // config.sync_head_dim, config.mlp_hidden, operations, device, dtype)
-            for _ in range(config.sync_depth)))
-        self.ln_f = operations.LayerNorm(dim, **kw)
-        self.off_head = operations.Linear(dim, config.offset_classes, **kw)
-
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        batch = visual.shape[0]
-        special = lambda token: cast_to(token, visual).expand(batch, -1, -1)  # noqa: E731
-        x = torch.cat([special(self.OFF_tok), self.vis_in_lnorm(visual),
-                       special(self.MOD_tok), self.aud_in_lnorm(audio)], dim=1)
-        positions = self.pos_emb_cfg.pos_emb
-        if x.shape[1] != positions.shape[1]:
-            raise ValueError(f"the offset head takes exactly {positions.shape[1] - 2} visual + audio tokens, "
-                             f"got {visual.shape[1]} + {audio.shape[1]}")
-        x = self.blocks(x + cast_to(positions, x))
-        return self.off_head(self.ln_f(x[:, 0]))
-
-
-# ----------------------------------------------------------------------------------------------
 # The full model
 # ----------------------------------------------------------------------------------------------
 class Synchformer(nn.Module):
@@ -281,27 +217,42 @@ class Synchformer(nn.Module):
         features = torch.cat([self.vfeat_extractor(chunk.to(self.device, self.dtype)) for chunk in chunks])
         return features.unflatten(0, (batch, count))
 
-    def extract_audio(self, mel_segments: torch.Tensor) -> torch.Tensor:
-        """Normalised log-mel segments `[B, S, 128, 66]` (or `[B, S, 1, 128, 66]`, the release's layout;
-        see `log_mel_segments`) -> features `[B, S, 6, 768]`."""
-        if mel_segments.ndim == 5:
-            mel_segments = mel_segments.squeeze(2)
-        batch, count = mel_segments.shape[:2]
-        flat = mel_segments.flatten(0, 1).to(device=self.device, dtype=self.dtype)
+    # The offset protocol that DeSync runs on (evaluation/desync.py; the demo's stand-in has the same).
+    audio_sample_rate = SAMPLE_RATE
+    segment_independent = True  # a segment's features depend on that segment only: chunking is exact
+
+    @property
+    def offset_segments(self) -> int:
+        """Segments of each stream one offset window takes (14: 4.8 s), the fewest it accepts too."""
+        return self.config.offset_segments
+
+    min_offset_segments = offset_segments
+
+    @property
+    def offset_grid(self) -> torch.Tensor:
+        """The offset (s) of each logit class: positive means the sound is early (see synchformer_head)."""
+        return OFFSET_GRID_SECONDS
+
+    def audio_segments(self, audio: torch.Tensor) -> torch.Tensor:
+        """Mono 16 kHz audio `[B, samples]` -> normalised log-mel segments `[B, S, 128, 66]` (0.64 s
+        every 0.32 s, aligned with the video's segments; see `synchformer_audio`)."""
+        return log_mel_segments(audio.to(self.device))
+
+    def extract_audio(self, segments: torch.Tensor) -> torch.Tensor:
+        """Log-mel segments `[B, S, 128, 66]` (or the release's `[B, S, 1, 128, 66]`) -> `[B, S, 6, 768]`."""
+        if segments.ndim == 5:
+            segments = segments.squeeze(2)
+        batch, count = segments.shape[:2]
+        flat = segments.flatten(0, 1).to(device=self.device, dtype=self.dtype)
         return self.afeat_extractor(flat).unflatten(0, (batch, count))
 
-    def extract_audio_from_waveform(self, audio: torch.Tensor) -> torch.Tensor:
-        """Mono 16 kHz audio `[B, samples]` -> features `[B, S, 6, 768]`, segments aligned with the video's."""
-        return self.extract_audio(log_mel_segments(audio.to(self.device)))
-
-    def predict_offset(self, visual_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
-        """Visual `[B, S, 8, D]` and audio `[B, S, 6, D]` features (S = 14, i.e. 4.8 s) -> logits `[B, 21]`
-        over `OFFSET_GRID_SECONDS`."""
-        visual = self.vproj(visual_features.to(self.dtype)).flatten(1, 2)
-        audio = self.aproj(audio_features.to(self.dtype)).flatten(1, 2)
+    def offset_logits(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Visual `[B, 14, 8, D]` and audio `[B, 14, 6, D]` features of one window -> logits `[B, 21]`
+        over `offset_grid` (the release's `compare_v_a`)."""
+        if visual.shape[1] != self.offset_segments or audio.shape[1] != self.offset_segments:
+            raise ValueError(f"the offset head takes windows of exactly {self.offset_segments} segments "
+                             f"({self.offset_segments * 0.32:.2f} s) of each stream, got {visual.shape[1]} visual "
+                             f"and {audio.shape[1]} audio segments")
+        visual = self.vproj(visual.to(self.device, self.dtype)).flatten(1, 2)
+        audio = self.aproj(audio.to(self.device, self.dtype)).flatten(1, 2)
         return self.transformer(visual, audio)
-
-
-def offset_seconds(logits: torch.Tensor) -> torch.Tensor:
-    """The most likely audio-visual offset, in seconds, for each row of offset logits."""
-    return OFFSET_GRID_SECONDS.to(logits.device)[logits.argmax(dim=-1)]

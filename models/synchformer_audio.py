@@ -62,8 +62,8 @@ def mel_spectrogram(audio: torch.Tensor) -> torch.Tensor:
     return mel.reshape(*audio.shape[:-1], *mel.shape[1:])
 
 
-def audio_segments(audio: torch.Tensor) -> torch.Tensor:
-    """`[B, samples]` at 16 kHz -> `[B, S, 10240]`, S = (samples - 10240) // 5120 + 1 (a view)."""
+def sample_segments(audio: torch.Tensor) -> torch.Tensor:
+    """`[B, samples]` at 16 kHz -> `[B, S, 10240]` raw samples, S = (samples - 10240) // 5120 + 1 (a view)."""
     if audio.shape[-1] < SEGMENT_SAMPLES:
         raise ValueError(f"audio of {audio.shape[-1]} samples is shorter than one 0.64 s segment "
                          f"({SEGMENT_SAMPLES} samples at {SAMPLE_RATE} Hz)")
@@ -72,7 +72,7 @@ def audio_segments(audio: torch.Tensor) -> torch.Tensor:
 
 def log_mel_segments(audio: torch.Tensor) -> torch.Tensor:
     """AST input from mono 16 kHz audio: `[B, samples]` -> `[B, S, 128, 66]`, normalised."""
-    log_mel = torch.log(mel_spectrogram(audio_segments(audio)) + LOG_EPS)
+    log_mel = torch.log(mel_spectrogram(sample_segments(audio)) + LOG_EPS)
     missing = SPEC_FRAMES - log_mel.shape[-1]
     log_mel = F.pad(log_mel, (0, missing)) if missing > 0 else log_mel[..., :SPEC_FRAMES]
     return (log_mel - AST_MEAN) / (2 * AST_STD)

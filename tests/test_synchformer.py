@@ -15,7 +15,7 @@ from syncfoley.models.synchformer import (
     OFFSET_GRID_SECONDS, Synchformer, SynchformerConfig, offset_seconds, release, segment_frames, tiny,
 )
 from syncfoley.models.synchformer_audio import (
-    AST_MEAN, AST_STD, SEGMENT_SAMPLES, audio_segments, htk_mel_filterbank, log_mel_segments, mel_spectrogram,
+    AST_MEAN, AST_STD, SEGMENT_SAMPLES, htk_mel_filterbank, log_mel_segments, mel_spectrogram, sample_segments,
 )
 
 
@@ -82,8 +82,8 @@ def _outputs(model: Synchformer) -> tuple[torch.Tensor, ...]:
     audio = torch.randn(1, 16000 * 5, generator=torch.Generator().manual_seed(3)) * 0.1
     with torch.inference_mode():
         visual = model.extract_visual(_tiny_segments(1, 2))
-        audio_features = model.extract_audio_from_waveform(audio[:, : SEGMENT_SAMPLES + 13 * 5120])
-        logits = model.predict_offset(torch.cat([visual] * 7, dim=1), audio_features)
+        audio_features = model.extract_audio(model.audio_segments(audio[:, : SEGMENT_SAMPLES + 13 * 5120]))
+        logits = model.offset_logits(torch.cat([visual] * 7, dim=1), audio_features)
     return visual, audio_features, logits
 
 
@@ -208,13 +208,13 @@ def test_full_audio_side_and_offset_head_run(full_parity):
     visual = torch.randn(1, 14, 8, 768, generator=torch.Generator().manual_seed(5))
     with torch.inference_mode():
         audio_features = model.extract_audio(log_mel_segments(audio).unsqueeze(2))  # release layout
-        logits = model.predict_offset(visual, audio_features)
-        without_audio = model.predict_offset(visual, torch.zeros_like(audio_features))
+        logits = model.offset_logits(visual, audio_features)
+        without_audio = model.offset_logits(visual, torch.zeros_like(audio_features))
     assert audio_features.shape == (1, 14, 6, 768) and logits.shape == (1, 21)
     assert torch.isfinite(logits).all() and (logits - without_audio).abs().max() > 1e-3 * logits.abs().max()
     assert offset_seconds(logits).shape == (1,) and OFFSET_GRID_SECONDS[10] == 0
-    with pytest.raises(ValueError, match="exactly 196 visual"):
-        model.predict_offset(visual[:, :13], audio_features[:, :13])
+    with pytest.raises(ValueError, match="windows of exactly 14 segments"):
+        model.offset_logits(visual[:, :13], audio_features[:, :13])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_segment_frames_matches_slicing(frames):
     audio = torch.randn(2, samples)
     expected_audio = torch.stack([audio[:, i * 5120: i * 5120 + SEGMENT_SAMPLES]
                                   for i in range((samples - SEGMENT_SAMPLES) // 5120 + 1)], dim=1)
-    torch.testing.assert_close(audio_segments(audio), expected_audio, rtol=0, atol=0)
+    torch.testing.assert_close(sample_segments(audio), expected_audio, rtol=0, atol=0)
 
 
 def test_segment_frames_rejects_short_clips():
