@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from .edit import add_edit_arguments, describe, edit_options
+from ..evaluation.takes import add_take_arguments, pick_takes, sidecars, write_sidecar
 from .options import add_memory_arguments, add_model_arguments, guidance_from, load_models
 
 OUTPUT_FOLDER = "output"
@@ -53,6 +55,8 @@ def add_parser(subparsers) -> None:
                    help="torch.compile the DiT's blocks (pays off on GPUs over many steps; the first step compiles)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they only show on a terminal)")
     add_memory_arguments(p)
+    add_edit_arguments(p)
+    add_take_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -96,7 +100,7 @@ def output_files(args: argparse.Namespace) -> tuple[Path, list[Path]]:
         first = Path(OUTPUT_FOLDER) / (next_free_stem(OUTPUT_FOLDER, stem) + ".mp4")
     takes = [first] + [first.with_name(f"{first.stem}_take{k}{first.suffix}") for k in range(2, args.takes + 1)]
     source = Path(args.video) if args.video else first.with_name(f"{first.stem}_input.mp4")
-    written = [path for take in takes for path in (take, take.with_suffix(".wav"))]
+    written = [path for take in takes for path in (take, take.with_suffix(".wav"))] + sidecars(args, takes)
     if args.video is None:
         written.append(source)
     for path in written:
@@ -114,6 +118,7 @@ def generate(args: argparse.Namespace):
 
     started = time.perf_counter()
     _check(args)
+    edit = edit_options(args)
     video, takes = output_files(args)
     takes[0].parent.mkdir(parents=True, exist_ok=True)
     prompt = args.prompt
@@ -135,11 +140,22 @@ def generate(args: argparse.Namespace):
     pipeline = FoleyPipeline(models, device=args.device, offload=args.offload, gpu_blocks=args.gpu_blocks)
     with StageProgress(enabled=None if not args.no_progress else False, units={"video": "s", "sampling": "step"}) as bars:
         result = pipeline(str(video), prompt or "", args.negative_prompt, guidance, options, args.duration,
-                          progress=bars)
-    for target, waveform in zip(takes, result.waveform):
-        mux_audio(video, waveform, result.sample_rate, target, overwrite=args.overwrite)
+                          progress=bars, edit=edit)
+    order, scores = list(range(len(result.waveform))), None
+    if args.pick == "sync":
+        offloaded = args.offload or args.gpu_blocks is not None
+        order, scores = pick_takes(models.sync_encoder, video, result.waveform, result.sample_rate, result.duration,
+                                   device=pipeline.device if offloaded else None)
+    for rank, (target, take) in enumerate(zip(takes, order)):
+        waveform = result.waveform[take]
+        mux_audio(video, waveform, result.sample_rate, target, overwrite=args.overwrite, offset_ms=args.offset_ms)
         wav = save_audio(target.with_suffix(".wav"), waveform, result.sample_rate, overwrite=args.overwrite)
         yield f"wrote {target} and {wav}"
+        if scores is not None:
+            sidecar = write_sidecar(target, scores[rank], overwrite=args.overwrite)
+            yield f"  take {take + 1}, DeSync {scores[rank]['desync']:.2f} s (rank {rank + 1}): {sidecar}"
+    if edit is not None:
+        yield describe(edit, video)
     yield (f"{result.duration:.2f} s of sound by {models.model.variant}, {args.guidance} {options.steps} steps, "
            f"prompt '{shorten(prompt or '')}', in {time.perf_counter() - started:.1f} s")
 

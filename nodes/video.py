@@ -178,11 +178,16 @@ class SyncFoleyMuxVideo:
                 "images": ("IMAGE", {"tooltip": "Frames to encode instead (used when connected)."}),
                 "fps": ("FLOAT", {"default": 25.0, "min": 0.01, "max": 1000.0, "step": 0.001,
                                   "tooltip": "Frame rate of the images input."}),
+                "offset_ms": ("FLOAT", {"default": 0.0, "min": -10000.0, "max": 10000.0, "step": 1.0,
+                                        "tooltip": "Move the sound later (positive) or earlier (negative) against "
+                                                   "the picture, in milliseconds, e.g. by what Sync Score suggests. "
+                                                   "The picture is still copied untouched."}),
             },
         }
 
     def mux(self, audio: dict, filename_prefix: str, original_audio: str, original_level: float, format: str,
-            video: FoleyVideo | None = None, images: torch.Tensor | None = None, fps: float = 25.0):
+            video: FoleyVideo | None = None, images: torch.Tensor | None = None, fps: float = 25.0,
+            offset_ms: float = 0.0):
         if format not in CONTAINERS:
             raise input_error("format", f"'{format}' is not one of {', '.join(CONTAINERS)}")
         if images is None and video is not None and video.images is not None:
@@ -200,13 +205,13 @@ class SyncFoleyMuxVideo:
             path, entry = output_file(filename_prefix, format)
             if images is not None:
                 with blame("images"):
-                    write_video(images, fps, path, audio=waveform, sample_rate=rate)
+                    write_video(images, fps, path, audio=waveform, sample_rate=rate, offset_ms=offset_ms)
             else:
                 lead = round(video.start * rate)  # the clip starts `start` seconds into the copied video
                 waveform = torch.nn.functional.pad(waveform, (lead, 0)) if lead else waveform
                 with blame("video"):
                     mux_audio(video.path, waveform, rate, path, original_audio=original_audio,
-                              original_level=original_level)
+                              original_level=original_level, offset_ms=offset_ms)
             paths.append(str(path))
             entries.append({**entry, "format": f"video/{format}"})
         return {"ui": {"images": entries, "animated": (True,)}, "result": ("\n".join(paths), as_comfy_video(paths[0]))}

@@ -18,10 +18,12 @@ from ..demo.encoders import demo_encoder_kind
 from ..families import FlowModel
 from ..models.offload import blocks_streamed, moved_to
 from ..sampling.features import TextFeatures, VisualFeatures
+from ..sampling.edit import AudioEdit
 from ..sampling.generate import SamplingOptions, generate_latents
 from ..sampling.guidance import CFG, Guidance
 from . import loaders
-from .decode import decode_latents
+from .decode import decode_edited, decode_latents
+from .edit import EditOptions, plan_edit, read_audio
 from .encode import ImageEncoder, SyncEncoder, TextEncoder, encode_text, encode_video
 from .files import find_model_files
 
@@ -127,17 +129,26 @@ class FoleyPipeline:
 
     def sample(self, text: TextFeatures, visual: VisualFeatures | None, guidance: Guidance | None = None,
                options: SamplingOptions = SamplingOptions(), duration: float | None = None,
-               callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+               callback: Callable[[dict], None] | None = None, edit: AudioEdit | None = None) -> torch.Tensor:
         network = self.models.model.network
         placement = (self._on_device(network) if self.gpu_blocks is None
                      else blocks_streamed(network, self.device, self.gpu_blocks))
         with placement:
             return generate_latents(self.models.model, text, visual, self.guidance(guidance), options, duration,
-                                    callback)
+                                    callback, edit=edit)
 
-    def decode(self, latents: torch.Tensor, duration: float | None = None) -> tuple[torch.Tensor, int]:
+    def decode(self, latents: torch.Tensor, duration: float | None = None,
+               edit: AudioEdit | None = None) -> tuple[torch.Tensor, int]:
+        """With an `edit` that keeps part of its sound, the kept part is its decoded original (crossfaded)."""
         with self._on_device(self.models.vae):
+            if edit is not None and edit.mask is not None:
+                return decode_edited(self.models.vae, latents, edit.latents, edit.mask, duration, edit.span)
             return decode_latents(self.models.vae, latents, duration)
+
+    def plan_edit(self, edit: EditOptions, sound: tuple[torch.Tensor, int], duration: float) -> AudioEdit:
+        """`sound` (`read_audio`) encoded and placed on `duration` seconds of output as `edit` says."""
+        with self._on_device(self.models.vae):
+            return plan_edit(self.models.vae, self.models.model, edit, *sound, duration)
 
     def __call__(
         self,
@@ -150,12 +161,14 @@ class FoleyPipeline:
         start: float = 0.0,
         callback: Callable[[dict], None] | None = None,
         progress: Callable[[str, float, float | None], None] | None = None,
+        edit: EditOptions | None = None,
     ) -> FoleyResult:
         """Audio for `video` (a file or `(IMAGE frames, fps)`) or, without one, for `prompt` alone.
 
         What is left as None is the family's default (negative prompt, CFG, options' steps and
         windows). `progress(stage, done, total)` follows the slow stages: "video" (seconds encoded),
-        "sampling" (steps), "decoding"; `callback(info)` gets every sampling step's details.
+        "sampling" (steps), "decoding"; `callback(info)` gets every sampling step's details. `edit`
+        starts from existing sound (by default the video's own), regenerates ranges of it or extends it.
         """
         report = progress or (lambda stage, done, total=None: None)
         guidance, options = self.guidance(guidance), options.resolved(self.models.model)
@@ -171,10 +184,16 @@ class FoleyPipeline:
             if callback is not None:
                 callback(info)
 
-        latents = self.sample(text, visual, guidance, options, duration, step)
+        audio_edit = None
+        if edit is not None:
+            sound = read_audio(edit.audio, video, start)
+            if duration is None:
+                duration = visual.duration if visual is not None else sound[0].shape[-1] / sound[1]
+            audio_edit = self.plan_edit(edit, sound, duration)
+        latents = self.sample(text, visual, guidance, options, duration, step, audio_edit)
         duration = duration if duration is not None else visual.duration
         report("decoding", 0, 1)
-        waveform, rate = self.decode(latents, duration)
+        waveform, rate = self.decode(latents, duration, audio_edit)
         report("decoding", 1, 1)
         return FoleyResult(waveform, rate, latents, duration, text, visual)
 

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from ..families import FlowModel, as_flow
+from .edit import AudioEdit, EditPlan
 from .features import TextFeatures, VisualFeatures
 from .guidance import CFG, Guidance, GuidedVelocity, branch_inputs
 from .noise import initial_noise, take_seeds
@@ -86,15 +87,21 @@ def generate_latents(
     duration: float | None = None,
     callback: Callable[[dict], None] | None = None,
     noise: torch.Tensor | None = None,
+    edit: AudioEdit | None = None,
 ) -> torch.Tensor:
     """Sample `[takes, latent_dim, frames]` audio latents (fp32) in the space of the model's VAE.
 
-    `guidance` defaults to the model's CFG; `duration` defaults to the video's; without a video it is required. `callback(info)` runs after
-    every step (progress, previews); raising from it interrupts sampling.
+    `guidance` defaults to the model's CFG; `duration` defaults to the video's (or the edited audio's);
+    without either it is required. `callback(info)` runs after every step (progress, previews); raising
+    from it interrupts sampling. `edit` starts from existing sound and keeps part of it (`sampling.edit`);
+    the takes are then the edited clips' when it holds several.
     """
     flow: FlowModel = as_flow(model)
     options = options.resolved(flow)
     guidance = CFG(flow.defaults.cfg_scale) if guidance is None else guidance
+    edit = None if edit is None or edit.plain else edit
+    if duration is None and visual is None and edit is not None:
+        duration = edit.latents.shape[-1] / flow.latent_rate
     if duration is None:
         if visual is None:
             raise ValueError("without a video, give the duration of the audio to generate")
@@ -104,9 +111,17 @@ def generate_latents(
     if visual is not None:
         visual = visual.trimmed(duration)
     total = flow.latent_length(duration)
+    plan = None if edit is None else EditPlan(flow, edit, total, options.takes, flow.device)
+    if plan is not None:
+        options = replace(options, takes=plan.takes)
     velocity, _ = prepare_velocity(flow, text, visual, guidance, options, total)
     if noise is None:
         noise = initial_noise(take_seeds(options.seed, options.takes), flow.latent_dim, total)
-    sigmas = make_sigmas(options.schedule, options.steps, options.shift).to(flow.device)
-    latents = get_sampler(options.sampler)(velocity, noise.to(flow.device), sigmas, callback)
-    return flow.to_vae(latents)
+    sampler = get_sampler(options.sampler)
+    if plan is None:
+        sigmas = make_sigmas(options.schedule, options.steps, options.shift).to(flow.device)
+        latents = sampler(velocity, noise.to(flow.device), sigmas, callback)
+        return flow.to_vae(latents)
+    noise, sigmas = noise.to(flow.device), plan.sigmas(options).to(flow.device)
+    latents = sampler(plan.velocity(velocity, noise), plan.start(noise, sigmas[0]), sigmas, callback)
+    return plan.finish(flow.to_vae(latents))

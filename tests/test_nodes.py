@@ -22,7 +22,7 @@ from syncfoley.pipeline.visualize import encode_png, motion_energy, onset_streng
 
 REPO = Path(__file__).resolve().parent.parent
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
-COMFY_TYPES = ("AUDIO", "IMAGE", "LATENT", "STRING", "FLOAT", "INT", "BOOLEAN", "VIDEO", "AUDIO_UI")
+COMFY_TYPES = ("AUDIO", "IMAGE", "LATENT", "STRING", "FLOAT", "INT", "BOOLEAN", "VIDEO", "AUDIO_UI", "MASK")
 
 
 def node(name):

@@ -2,9 +2,8 @@
 their conversion, and every one run through the headless runner on tiny models.
 
 Each workflow is `<name>.json` (UI format) plus `<name>.api.json` (API format). After editing a UI file
-in ComfyUI, regenerate its twin with:
-    python -c "import json,sys; from syncfoley import NODE_CLASS_MAPPINGS as R; from syncfoley.runner import ui_to_api;
-               n=sys.argv[1]; json.dump(ui_to_api(json.load(open(n+'.json')), R), open(n+'.api.json','w'), indent=1)" NAME
+in ComfyUI, or adding an input to a node, bring every workflow up to date and regenerate the twins with
+`python tools/workflows.py`.
 """
 from __future__ import annotations
 
@@ -120,16 +119,21 @@ def test_workflow_runs_headless_and_writes_playable_files(file, workspace):
 
 
 def test_a_workflow_saved_before_an_optional_widget_existed_still_runs(workspace, tmp_path):
-    """Sampler nodes saved without the later `gpu_blocks` widget get its default, as in ComfyUI."""
+    """Sampler and Mux nodes saved without the later `gpu_blocks`, `denoise` and `offset_ms` widgets get
+    their defaults, as in ComfyUI."""
     ui = json.loads((WORKFLOWS / "demo.json").read_text())
     for entry in ui["nodes"]:
         if entry["type"] == "SyncFoleySampler":
-            assert entry["widgets_values"].pop() == -1
+            assert entry["widgets_values"][-2:] == [-1, 1.0]
+            del entry["widgets_values"][-2:]
+        if entry["type"] == "SyncFoleyMuxVideo":
+            assert entry["widgets_values"].pop() == 0.0
     old = tmp_path / "old_demo.json"
     old.write_text(json.dumps(ui))
     workflow = load_workflow(old, NODE_CLASS_MAPPINGS)
     sampler = next(e for e in workflow.prompt.values() if e["class_type"] == "SyncFoleySampler")
-    assert "gpu_blocks" not in sampler["inputs"] and sampler["inputs"]["low_memory"] is False
+    assert "gpu_blocks" not in sampler["inputs"] and "denoise" not in sampler["inputs"]
+    assert sampler["inputs"]["low_memory"] is False
     prompt = apply_overrides(workflow.prompt, _fast(workflow.prompt), NODE_CLASS_MAPPINGS)
     result = Executor(NODE_CLASS_MAPPINGS).run(Workflow(prompt, source=workflow.source))
     assert [p for p in result.files if p.suffix != ".png"]
