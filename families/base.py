@@ -119,7 +119,9 @@ class FlowModel:
 
     @property
     def variant(self) -> str:
-        return f"{self.family.title} {getattr(self.network.config, 'variant', '')}".strip()
+        """'HunyuanVideo-Foley XL', 'MMAudio large_44k_v2', 'the SyncFoley demo model (hidden 128, ...)'."""
+        size = getattr(self.network.config, "variant", "")
+        return f"{self.family.title} {size.removeprefix('custom ') if self.family.title.startswith('the ') else size}".strip()
 
     def with_network(self, network: torch.nn.Module) -> "FlowModel":
         """The same adapter around another network of the family (a LoRA-merged copy, say)."""
