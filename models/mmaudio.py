@@ -18,6 +18,7 @@ from .checkpoint import Checkpoint, CheckpointError, as_checkpoint, assign_state
 from .layers import SwiGLU, nearest_exact_index, rope_table
 from .mmaudio_blocks import FinalLayer, JointBlock, MMAudioTimestepEmbedder, StreamBlock, input_projections
 from .mmaudio_config import MMAudioConfig
+from .mmaudio_kernels import condition_rows, distinct_batch
 from .ops import CastOps, attach_scales, set_precision
 
 # Buffers the release derives from the sequence lengths; older saves may carry them.
@@ -48,6 +49,12 @@ class MMAudioConditions:
     def sync_f(self) -> torch.Tensor:
         """`[B, La, H]`: the sync features upsampled to the latent length."""
         return self.sync_tokens.index_select(1, self.sync_index)
+
+    def condition_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`mmaudio_kernels.condition_rows` of these conditions, once per run (and autograd mode)."""
+        if getattr(self, "_rows", (None,))[0] is not torch.is_grad_enabled():
+            self._rows = torch.is_grad_enabled(), condition_rows(self.sync_tokens, self.sync_index)
+        return self._rows[1]
 
     @property
     def batch(self) -> int:
@@ -256,16 +263,18 @@ class MMAudioNet(nn.Module):
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(batch) if t.ndim else t.repeat(batch)
         global_c = self.t_embed(t, dtype) + self.global_cond_mlp(conditions.clip_f_c + conditions.text_f_c)
+        # The latents' condition per sync token (the blocks gather one per latent), as rows.
+        tokens, samples, rows = conditions.condition_rows()
+        extended = tokens + global_c.index_select(0, samples)
         global_c = global_c.unsqueeze(1)  # [B, 1, H]
-        extended = global_c + conditions.sync_tokens  # per sync token; blocks gather one per latent
-        index = conditions.sync_index
-        latent = self.audio_input_proj(x.to(dtype))
+        distinct, copies = distinct_batch(x)  # CFG's branches share the latents: project them once
+        latent = self.audio_input_proj(distinct.to(dtype)).repeat(copies, 1, 1)
         clip, text = conditions.clip_f, conditions.text_f
         for block in self.joint_blocks:
-            latent, clip, text = block(latent, clip, text, global_c, extended, index, conditions.latent_rope,
+            latent, clip, text = block(latent, clip, text, global_c, extended, rows, conditions.latent_rope,
                                        conditions.clip_rope)
         for block in self.fused_blocks:
-            latent = block(latent, extended, conditions.latent_rope, index)
+            latent = block(latent, extended, conditions.latent_rope, rows)
         return self.final_layer(latent, global_c).float()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, clip: torch.Tensor | None = None,

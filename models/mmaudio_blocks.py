@@ -9,16 +9,18 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .embeddings import TimestepEmbedder
-from .layers import ConvSwiGLU, RMSNorm, SwiGLU, apply_rope, attention, conv_tokens, layer_norm, modulate
+from .layers import ConvSwiGLU, RMSNorm, SwiGLU, apply_rope, attention, layer_norm
+from .mmaudio_kernels import adaln_with_offset, gather_rows, inference, normalize_and_rotate_into, swiglu, token_conv
 from .ops import CastOps
 
 NORM_EPS = 1e-5  # the release's nn.LayerNorm default
 
 
-def token_conv(operations, in_dim: int, out_dim: int, kernel_size: int, bias: bool = True, **kw) -> nn.Module:
+def token_conv_layer(operations, in_dim: int, out_dim: int, kernel_size: int, bias: bool = True, **kw) -> nn.Module:
     """A 'same'-padded Conv1d applied to channel-last tokens (via `conv_tokens`)."""
     layer = getattr(operations, "TokenConv1d", operations.Conv1d)
     return layer(in_dim, out_dim, kernel_size, padding=kernel_size // 2, bias=bias, **kw)
@@ -29,7 +31,12 @@ class TokenSequential(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self:
-            x = conv_tokens(layer, x) if isinstance(layer, nn.Conv1d) else layer(x)
+            if isinstance(layer, nn.Conv1d):
+                x = token_conv(layer, x)
+            elif isinstance(layer, (ConvSwiGLU, SwiGLU)):
+                x = swiglu(layer, x)
+            else:
+                x = layer(x)
         return x
 
 
@@ -44,11 +51,11 @@ def input_projections(config, operations=CastOps, device=None, dtype=None) -> di
     linear_act = [nn.SiLU()] if c.v2 else []
     conv_swiglu = lambda k: ConvSwiGLU(c.hidden, c.mlp_hidden, k, operations=operations, **kw)  # noqa: E731
     return {
-        "audio_input_proj": TokenSequential(token_conv(operations, c.latent_dim, c.hidden, 7, **kw), act(),
+        "audio_input_proj": TokenSequential(token_conv_layer(operations, c.latent_dim, c.hidden, 7, **kw), act(),
                                             conv_swiglu(7)),
         "clip_input_proj": TokenSequential(operations.Linear(c.clip_dim, c.hidden, **kw), *linear_act,
                                            conv_swiglu(3)),
-        "sync_input_proj": TokenSequential(token_conv(operations, c.sync_dim, c.hidden, 7, **kw), act(),
+        "sync_input_proj": TokenSequential(token_conv_layer(operations, c.sync_dim, c.hidden, 7, **kw), act(),
                                            conv_swiglu(3)),
         "text_input_proj": TokenSequential(operations.Linear(c.text_dim, c.hidden, **kw), *linear_act,
                                            SwiGLU(c.hidden, c.mlp_hidden, c.hidden, operations=operations, **kw)),
@@ -106,6 +113,16 @@ class SelfAttentionProjection(nn.Module):
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         return q, k, v
 
+    def project_into(self, x: torch.Tensor, rope: torch.Tensor | None, q_out: torch.Tensor | None,
+                     k_out: torch.Tensor, v_out: torch.Tensor) -> None:
+        """`forward`, written into slices of the joint attention's buffers (q only where wanted)."""
+        q, k, v = self.qkv(x).unflatten(-1, (self.heads, -1, 3)).unbind(-1)
+        v_out.copy_(v)
+        for projected, norm, out in ((q, self.q_norm, q_out), (k, self.k_norm, k_out)):
+            if out is None:
+                continue
+            normalize_and_rotate_into(projected, norm, rope, out)
+
 
 class StreamBlock(nn.Module):
     """One stream of a block (the release's `MMDitSingleBlock`): adaLN-modulated attention and
@@ -128,33 +145,54 @@ class StreamBlock(nn.Module):
             self.linear1 = operations.Linear(hidden, hidden, **kw)
             self.ffn = SwiGLU(hidden, mlp_hidden, hidden, operations=operations, **kw)
         else:
-            self.linear1 = token_conv(operations, hidden, hidden, kernel_size, **kw)
+            self.linear1 = token_conv_layer(operations, hidden, hidden, kernel_size, **kw)
             self.ffn = ConvSwiGLU(hidden, mlp_hidden, kernel_size, operations=operations, **kw)
 
-    def modulation(self, cond: torch.Tensor, index: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """(shift, scale[, gate, shift, scale, gate]) from `cond` `[B, 1 or L, H]`; `index` gathers
-        per-token rows afterwards (a gather commutes with the row-wise SiLU and Linear)."""
-        out = self.adaLN_modulation(cond)
-        if index is not None:
-            out = out.index_select(1, index)
-        return out.chunk(2 if self.pre_only else 6, dim=-1)
+    def modulation(self, cond: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(shift, 1 + scale[, gate, shift, 1 + scale, gate]) from `cond` `[B, 1, H]`, or from
+        condition rows `[U, H]` gathered per token by `rows` `[B, L]` (a gather commutes with the
+        row-wise SiLU and Linear, so each distinct row is modulated once)."""
+        parts = 2 if self.pre_only else 6
+        # The 1 of every (1 + scale) is added to the Linear's bias, once, not to every token.
+        ones = (torch.arange(parts, device=cond.device) % 3 == 1).repeat_interleave(cond.shape[-1])
+        out = adaln_with_offset(self.adaLN_modulation, cond, ones)
+        if rows is not None:
+            out = gather_rows(out, rows)
+        return out.chunk(parts, dim=-1)
 
-    def pre_attention(self, x: torch.Tensor, mods, rope: torch.Tensor | None):
-        return self.attn(modulate(layer_norm(x, NORM_EPS), mods[0], mods[1]), rope)
+    def pre_attention(self, x: torch.Tensor, mods, rope: torch.Tensor | None, buffers=None):
+        """q, k, v of the modulated tokens; with `buffers` (q, k, v slices) written into them."""
+        normed = layer_norm(x, NORM_EPS)
+        modulated = torch.addcmul(mods[0], normed, mods[1], out=normed if inference() else None)
+        if buffers is None:
+            return self.attn(modulated, rope)
+        self.attn.project_into(modulated, rope, *buffers)
 
     def post_attention(self, x: torch.Tensor, attended: torch.Tensor, mods) -> torch.Tensor:
         _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
-        projected = self.linear1(attended) if self.kernel_size == 1 else conv_tokens(self.linear1, attended)
-        x = x + projected * gate_msa
-        return x + self.ffn(modulate(layer_norm(x, NORM_EPS), shift_mlp, scale_mlp)) * gate_mlp
+        x = torch.addcmul(x, token_conv(self.linear1, attended, conv=self.kernel_size > 1), gate_msa)
+        normed = layer_norm(x, NORM_EPS)
+        modulated = torch.addcmul(shift_mlp, normed, scale_mlp, out=normed if inference() else None)
+        if inference():
+            return x.addcmul_(swiglu(self.ffn, modulated), gate_mlp)
+        return torch.addcmul(x, self.ffn(modulated), gate_mlp)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, rope: torch.Tensor,
-                index: torch.Tensor | None = None) -> torch.Tensor:
-        """A fused (latent-only) block: `cond` per sync token, gathered per latent by `index`."""
-        mods = self.modulation(cond, index)
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """A fused (latent-only) block: `cond` rows gathered per latent by `rows`."""
+        mods = self.modulation(cond, rows)
+        if inference():
+            q, k, v = (x.new_empty(*x.shape[:2], self.attn.heads, x.shape[-1] // self.attn.heads) for _ in range(3))
+            self.pre_attention(x, mods, rope, (q, k, v))
+            return self.post_attention(x, sdpa(q, k, v), mods)
         q, k, v = self.pre_attention(x, mods, rope)
         # v has a channel stride of 3 here; fused attention kernels need unit stride.
         return self.post_attention(x, attention(q, k, v.contiguous()), mods)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of `[B, L, heads, D]` tensors, returned `[B, L, heads, D]` (a view)."""
+    return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
 class JointBlock(nn.Module):
@@ -173,23 +211,45 @@ class JointBlock(nn.Module):
         self.clip_block = StreamBlock(hidden, heads, mlp_hidden, 3, pre_only=pre_only, **kw)
         self.text_block = StreamBlock(hidden, heads, mlp_hidden, 1, pre_only=pre_only, **kw)
 
-    def forward(self, latent, clip, text, global_c, extended, index, latent_rope, clip_rope):
-        """`global_c` `[B, 1, H]`; `extended` `[B, Ls, H]` per sync token, `index` `[La]` its row for
+    def forward(self, latent, clip, text, global_c, extended, rows, latent_rope, clip_rope):
+        """`global_c` `[B, 1, H]`; `extended` `[U, H]` condition rows, `rows` `[B, La]` the row of
         each latent. Returns (latent, clip, text); clip and text are None after a pre-only block."""
-        latent_mods = self.latent_block.modulation(extended, index)
-        clip_mods = self.clip_block.modulation(global_c)
-        text_mods = self.text_block.modulation(global_c)
-        ql, kl, vl = self.latent_block.pre_attention(latent, latent_mods, latent_rope)
-        qc, kc, vc = self.clip_block.pre_attention(clip, clip_mods, clip_rope)
-        qt, kt, vt = self.text_block.pre_attention(text, text_mods, None)
+        streams = (self.latent_block, self.clip_block, self.text_block)
+        mods = (self.latent_block.modulation(extended, rows), self.clip_block.modulation(global_c),
+                self.text_block.modulation(global_c))
+        tokens, ropes = (latent, clip, text), (latent_rope, clip_rope, None)
+        if inference():
+            outs = self._attend_into_buffers(streams, tokens, mods, ropes)
+        else:
+            outs = self._attend(streams, tokens, mods, ropes)
+        if self.pre_only:  # the clip and text streams end here: only the latent queries mattered
+            return self.latent_block.post_attention(latent, outs[0], mods[0]), None, None
+        return tuple(block.post_attention(x, out, m) for block, x, out, m in zip(streams, tokens, outs, mods))
+
+    def _attend(self, streams, tokens, mods, ropes):
+        (ql, kl, vl), (qc, kc, vc), (qt, kt, vt) = (block.pre_attention(x, m, r)
+                                                    for block, x, m, r in zip(streams, tokens, mods, ropes))
         k, v = torch.cat((kl, kc, kt), 1), torch.cat((vl, vc, vt), 1)
-        if self.pre_only:  # the clip and text streams end here: only the latent queries matter
-            return self.latent_block.post_attention(latent, attention(ql, k, v), latent_mods), None, None
-        lengths = [latent.shape[1], clip.shape[1], text.shape[1]]
-        out_l, out_c, out_t = attention(torch.cat((ql, qc, qt), 1), k, v, lengths)
-        return (self.latent_block.post_attention(latent, out_l, latent_mods),
-                self.clip_block.post_attention(clip, out_c, clip_mods),
-                self.text_block.post_attention(text, out_t, text_mods))
+        if self.pre_only:
+            return (attention(ql, k, v),)
+        return attention(torch.cat((ql, qc, qt), 1), k, v, [x.shape[1] for x in tokens])
+
+    def _attend_into_buffers(self, streams, tokens, mods, ropes):
+        """Each stream writes its q, k, v straight into the joint tensors (no concatenation)."""
+        latent = tokens[0]
+        heads = self.latent_block.attn.heads
+        lengths = [x.shape[1] for x in tokens]
+        shape = (latent.shape[0], sum(lengths), heads, latent.shape[-1] // heads)
+        k, v = latent.new_empty(shape), latent.new_empty(shape)
+        q = latent.new_empty(shape[0], lengths[0] if self.pre_only else shape[1], *shape[2:])
+        start = 0
+        for i, (block, x, m, r) in enumerate(zip(streams, tokens, mods, ropes)):
+            span = slice(start, start + lengths[i])
+            wants_q = i == 0 or not self.pre_only
+            block.pre_attention(x, m, r, (q[:, span] if wants_q else None, k[:, span], v[:, span]))
+            start += lengths[i]
+        attended = sdpa(q, k, v)
+        return (attended,) if self.pre_only else attended.split(lengths, dim=1)
 
 
 class FinalLayer(nn.Module):
@@ -203,8 +263,9 @@ class FinalLayer(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.adaLN_modulation = adaln(hidden, 2, operations, **kw)
-        self.conv = token_conv(operations, hidden, out_dim, 7, **kw)
+        self.conv = token_conv_layer(operations, hidden, out_dim, 7, **kw)
 
     def forward(self, latent: torch.Tensor, global_c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(global_c).chunk(2, dim=-1)
-        return conv_tokens(self.conv, modulate(layer_norm(latent, NORM_EPS), shift, scale))
+        normed = layer_norm(latent, NORM_EPS)
+        return token_conv(self.conv, torch.addcmul(shift, normed, 1 + scale, out=normed if inference() else None))

@@ -156,7 +156,11 @@ def run(args: argparse.Namespace) -> list[dict]:
     if args.what == "e2e":
         return run_end_to_end(args)
     if args.what == "reference":
+        from .bench_reference import run_reference
+
         return run_reference(args)
+    if args.config not in dit_config.NAMED_CONFIGS:
+        raise SystemExit(f"bench {args.what}: unknown DiT config '{args.config}'; known: {', '.join(dit_config.NAMED_CONFIGS)}")
     if args.offload:
         raise SystemExit("bench: --offload moves whole models between stages, so it applies to e2e; "
                          "for the DiT alone use --gpu-blocks N")
@@ -216,33 +220,15 @@ def run_end_to_end(args: argparse.Namespace) -> list[dict]:
     return [row]
 
 
-def run_reference(args: argparse.Namespace) -> list[dict]:
-    from .reference import ReferenceError, side_by_side
-
-    if not args.reference_src:
-        raise SystemExit("bench reference: give --reference-src DIR (a clone of Tencent-Hunyuan/HunyuanVideo-Foley)")
-    try:
-        rows = side_by_side(args.config, args.blocks, args.seconds, DTYPES[args.dtype], args.device, args.repeats,
-                            args.reference_src, compile_backend=args.compile)
-    except ReferenceError as error:
-        raise SystemExit(f"bench reference: {error}") from None
-    common = {"config": _config_label(args), "dtype": args.dtype,
-              "device": args.device, "compile": args.compile, "seconds": args.seconds,
-              "threads": torch.get_num_threads()}
-    rows = [{**common, **row} for row in rows]
-    columns = ["implementation", "config", "dtype", "device", "compile", "seconds", "threads", "forward_s", "steps_per_s",
-               "speedup", "peak_mib", "rel_diff"]
-    _report(rows, columns, args.json, overwrite=args.overwrite)
-    return rows
-
-
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", description="Time the DiT, sampling steps, whole clips or the reference side by side.")
     p.add_argument("what", nargs="?", choices=["dit", "sampling", "all", "e2e", "reference"],
                    default="all", help="dit: one forward; sampling: one guided step; e2e: a whole clip with real "
                    "models; reference: our DiT next to the public implementation (--reference-src)")
-    p.add_argument("--config", default="tiny", choices=sorted(dit_config.NAMED_CONFIGS))
-    p.add_argument("--blocks", help="triple,single block counts (e.g. 1,1 for one XL-sized block each)")
+    p.add_argument("--config", default="tiny", help="model size: tiny, xl, xxl (HunyuanVideo-Foley) or with "
+                   "--family mmaudio tiny, small_16k, small_44k, medium_44k, large_44k, large_44k_v2")
+    p.add_argument("--blocks", help="triple,single block counts (e.g. 1,1 for one XL-sized block each; "
+                   "MMAudio: joint,fused)")
     p.add_argument("--seconds", type=float, default=8.0, help="clip duration (default 8)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     p.add_argument("--weight-dtype", choices=sorted(FP8), help="store matrix weights in fp8")
@@ -255,11 +241,15 @@ def add_parser(subparsers) -> None:
     add_memory_arguments(p)
     p.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                    help="torch.compile our DiT's blocks (backend: inductor when given bare)")
-    p.add_argument("--reference-src", help="reference: a clone of github.com/Tencent-Hunyuan/HunyuanVideo-Foley")
+    p.add_argument("--reference-src", help="reference: a clone of github.com/Tencent-Hunyuan/HunyuanVideo-Foley "
+                   "(or with --family mmaudio of github.com/hkchengrex/MMAudio)")
+    p.add_argument("--e2e", action="store_true", help="reference --family mmaudio: a whole clip (sampling, VAE, "
+                   "vocoder) against the reference's own sampling loop")
     e2e = p.add_argument_group("e2e (a whole clip through the pipeline)")
     e2e.add_argument("--models", help="model folder (a HunyuanVideo-Foley or MMAudio set), or demo")
     e2e.add_argument("--model", help="the network file in --models where it holds several")
-    e2e.add_argument("--family", help="hunyuanvideo-foley or mmaudio, where --models holds a set of each")
+    e2e.add_argument("--family", help="hunyuanvideo-foley or mmaudio: where --models holds a set of each, and "
+                     "the reference to compare with (default hunyuanvideo-foley)")
     e2e.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16, fp8_e4m3fn, fp8_e5m2")
     e2e.add_argument("--video", help="video to run on (default: a generated clip of --seconds)")
     e2e.add_argument("--prompt", default="")

@@ -179,3 +179,131 @@ def test_reference_errors_name_the_problem(reference_src, tmp_path):
     with pytest.raises(SystemExit, match="applies to e2e; for the DiT alone use --gpu-blocks"):
         main(["bench", "dit", "--config", "tiny", "--offload"])
 
+
+
+# ------------------------------------------------------------------------------------------------
+# MMAudio: `bench reference --family mmaudio` against a stand-in for github.com/hkchengrex/MMAudio
+# ------------------------------------------------------------------------------------------------
+# The release's constructor, `preprocess_conditions` / `get_empty_conditions` / `predict_flow` and
+# `update_seq_lengths`, computing with our network underneath; `scale` and `passes` as above.
+FAKE_MMAUDIO = textwrap.dedent('''
+    import dataclasses
+    import torch
+    from syncfoley.models import mmaudio_config
+    from syncfoley.models.mmaudio import MMAudioNet
+
+    @dataclasses.dataclass
+    class PreprocessedConditions:
+        clip: torch.Tensor
+        sync: torch.Tensor
+        text: torch.Tensor
+
+    class MMAudio(MMAudioNet):
+        def __init__(self, *, latent_dim, clip_dim, sync_dim, text_dim, hidden_dim, depth, fused_depth, num_heads,
+                     mlp_ratio=4.0, latent_seq_len, clip_seq_len, sync_seq_len, text_seq_len=77, v2=False):
+            assert hidden_dim == 64 * num_heads and mlp_ratio == 4.0
+            super().__init__(mmaudio_config.sized(latent_dim, num_heads, depth, fused_depth, v2=v2, clip_dim=clip_dim,
+                                                  sync_dim=sync_dim, text_dim=text_dim{extra}))
+            self.update_seq_lengths(latent_seq_len, clip_seq_len, sync_seq_len)
+
+        def update_seq_lengths(self, latent_seq_len, clip_seq_len, sync_seq_len):
+            self.lengths = (latent_seq_len, clip_seq_len, sync_seq_len)
+
+        def preprocess_conditions(self, clip_f, sync_f, text_f):
+            return PreprocessedConditions(clip_f, sync_f, text_f)
+
+        def get_empty_conditions(self, bs):
+            _, clip, sync = self.lengths
+            return PreprocessedConditions(self.empty_clip_feat.expand(bs, clip, -1),
+                                          self.empty_sync_feat.expand(bs, sync, -1),
+                                          self.empty_string_feat.expand(bs, -1, -1))
+
+        def predict_flow(self, latent, t, conditions):
+            prepared = self.prepare(conditions.clip, conditions.sync, conditions.text, self.lengths[0])
+            for _ in range({passes}):
+                out = self.velocity(latent, t, prepared) * {scale}
+            return out
+''')
+
+
+@pytest.fixture()
+def mmaudio_src(tmp_path, monkeypatch):
+    def write(extra="", scale=1.0, passes=1):
+        model = tmp_path / "mmaudio" / "model"
+        model.mkdir(parents=True, exist_ok=True)
+        for package in (model.parent, model):
+            (package / "__init__.py").write_text("")
+        (model / "networks.py").write_text(FAKE_MMAUDIO.format(extra=extra, scale=scale, passes=passes))
+        return tmp_path
+
+    before = set(sys.modules)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield write
+    for name in set(sys.modules) - before:
+        if name.split(".")[0] == "mmaudio" or getattr(sys.modules[name], "__syncfoley_stand_in__", False):
+            del sys.modules[name]
+
+
+def mmaudio_rows(source, tmp_path, *extra) -> dict[str, dict]:
+    out = tmp_path / "mmaudio.json"
+    main(["bench", "reference", "--family", "mmaudio", "--reference-src", str(source), "--config", "tiny",
+          "--seconds", "1", "--repeats", "1", "--json", str(out), *extra])
+    rows = {row["implementation"]: row for row in json.loads(out.read_text())}
+    assert set(rows) == {"reference", "syncfoley step"}
+    assert all(row["config"] == "tiny" and row["seconds"] == 1 and row["peak_mib"] > 0 for row in rows.values())
+    return rows
+
+
+def test_mmaudio_reference_shares_our_tensors(mmaudio_src):
+    from syncfoley.perf.reference_mmaudio import build_reference_network, mmaudio_size, random_network
+
+    model = random_network(mmaudio_size("tiny"))
+    reference = build_reference_network(model, 2.0, mmaudio_src())
+    ours = dict(model.named_parameters())
+    shared = [ours[name].data_ptr() == p.data_ptr() for name, p in reference.named_parameters()]
+    assert shared and all(shared) and len(shared) == len(ours)
+    assert reference.lengths == (63, 16, 40)  # 2 s: latents at 31.25/s, CLIP at 8 fps, 5 sync segments
+
+
+def test_mmaudio_side_by_side_times_each_step(mmaudio_src, monkeypatch, tmp_path):
+    """Each network evaluation costs 10 ms of work: the reference, at two per step, runs at half speed."""
+    from syncfoley.models.mmaudio import MMAudioNet
+    from syncfoley.perf import reference_mmaudio
+
+    evaluations = [0]
+    velocity = MMAudioNet.velocity
+    monkeypatch.setattr(MMAudioNet, "velocity", lambda *a, **k: evaluations.__setitem__(0, evaluations[0] + 1) or velocity(*a, **k))
+
+    def work(fn, device):
+        before = evaluations[0]
+        fn()
+        return (evaluations[0] - before) * 0.01, 0.0
+
+    monkeypatch.setattr(reference_mmaudio, "measure", work)
+    rows = mmaudio_rows(mmaudio_src(passes=2), tmp_path)
+    assert rows["reference"]["step_s"] == pytest.approx(0.02) and rows["reference"]["rel_diff"] == 0.0
+    ours = rows["syncfoley step"]
+    assert ours["step_s"] == pytest.approx(0.01) and ours["speedup"] == pytest.approx(2.0)
+    assert ours["steps_per_s"] == pytest.approx(100.0) and ours["rel_diff"] < 1e-5
+
+
+def test_mmaudio_side_by_side_reports_another_function(mmaudio_src, tmp_path):
+    """A reference whose velocity is 1.25 times ours is 0.25 / 1.25 = 20 % off its own scale."""
+    rows = mmaudio_rows(mmaudio_src(scale=1.25), tmp_path)
+    assert rows["syncfoley step"]["rel_diff"] == pytest.approx(0.2, rel=1e-4)
+
+
+def test_mmaudio_reference_errors_name_the_problem(mmaudio_src, tmp_path):
+    from syncfoley.perf.reference_mmaudio import build_reference_network, mmaudio_size, random_network
+
+    model = random_network(mmaudio_size("tiny"))
+    with pytest.raises(ReferenceError, match="not an MMAudio source checkout"):
+        build_reference_network(model, 2.0, tmp_path / "elsewhere")
+    with pytest.raises(ReferenceError, match="parameters do not match ours"):
+        build_reference_network(model, 2.0, mmaudio_src(extra=", text_length=60"))
+    with pytest.raises(SystemExit, match="a clone of hkchengrex/MMAudio"):
+        main(["bench", "reference", "--family", "mmaudio"])
+    with pytest.raises(SystemExit, match="'xl' is not an MMAudio size"):
+        main(["bench", "reference", "--family", "mmaudio", "--reference-src", str(tmp_path), "--config", "xl"])
+    with pytest.raises(SystemExit, match="'small_16k' is not a HunyuanVideo-Foley size"):
+        main(["bench", "reference", "--reference-src", str(tmp_path), "--config", "small_16k"])

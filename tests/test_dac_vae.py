@@ -254,6 +254,8 @@ def test_posterior_sample_and_kl():
     draws = [DacVae.sample(mean, logvar, torch.Generator().manual_seed(1)) for _ in range(2)]
     torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
     assert not torch.equal(draws[0], mean)
-    torch.testing.assert_close(DacVae.sample(mean, torch.full_like(mean, -30.0)), mean, rtol=0, atol=1e-6)
+    # std = exp(-15) ~ 3e-7: a draw stays within ~6 sigma of the mean whatever the global RNG state
+    near_mean = DacVae.sample(mean, torch.full_like(mean, -30.0), torch.Generator().manual_seed(2))
+    torch.testing.assert_close(near_mean, mean, rtol=0, atol=2e-6)
     assert DacVae.kl_divergence(torch.zeros(1, 4, 5), torch.zeros(1, 4, 5)).tolist() == [0.0]
     assert float(DacVae.kl_divergence(mean, logvar).min()) > 0
