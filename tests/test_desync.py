@@ -94,6 +94,22 @@ def test_sliding_windows_are_the_benchmark_windows_on_8_s(tiny_synchformer):
     assert longer.times.tolist() == pytest.approx([2.4, 5.6, 8.8, 12.0, 13.28])  # the last ends at the end
 
 
+class _WindowStartModel:
+    """An offset head that answers with the class written in its window's first visual segment, so
+    the offset reveals which window it was given."""
+    offset_grid = OFFSET_GRID_SECONDS
+
+    def offset_logits(self, visual, audio):
+        return torch.nn.functional.one_hot(visual[:, 0, 0, 0].long(), len(OFFSET_GRID_SECONDS)).float()
+
+
+def test_desync_from_features_scores_the_first_and_the_last_14_segments():
+    visual, audio = torch.zeros(1, 24, 8, 4), torch.zeros(1, 24, 6, 4)
+    visual[0, :, 0, 0] = torch.arange(24) % 21  # segment s answers class s: grid[s] = -2 + 0.2 s
+    # The windows start at segments 0 and 10: |-2.0| and |-2 + 0.2 * 10| = 0, mean 1.0.
+    assert desync_from_features(_WindowStartModel(), visual, audio) == pytest.approx(1.0)
+
+
 def test_window_rules_and_short_clips(tiny_synchformer, stand_in):
     assert window_starts(24, 14) == [0, 10] and window_starts(14, 14) == [0] and window_starts(30, 14, 4) == [
         0, 4, 8, 12, 16]
