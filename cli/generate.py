@@ -37,10 +37,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace --out (and its .wav) if they exist")
     add_model_arguments(p)
     p.add_argument("--guidance", choices=("cfg", "synccfg"), default="cfg",
-                   help="cfg (default: the demo model's best on held-out clips) or synccfg")
+                   help="cfg (default: the references' guidance) or synccfg (one more forward per step; on the "
+                        "demo world it beats CFG with the shift anchor, README 'Measuring')")
     p.add_argument("--cfg-scale", type=float, default=None, help="default: the model's (4.5)")
-    p.add_argument("--sync-scale", type=float, default=None,
-                   help="SyncCFG's sync term (static anchor); default: the model's")
+    p.add_argument("--sync-scale", type=float, default=None, help="SyncCFG's sync term; default: the model's")
+    p.add_argument("--anchor", choices=("static", "shift"), default=None,
+                   help="SyncCFG's negative anchor: the first frame held, or the video shifted in time; "
+                        "default: the model's (the demo: shift, the released models: static)")
     p.add_argument("--steps", type=int, default=None, help="default: the model's (HunyuanVideo-Foley 50, MMAudio "
                                                            "and the demo 25)")
     p.add_argument("--window-seconds", type=float, default=None,
@@ -134,7 +137,7 @@ def generate(args: argparse.Namespace):
     from ..pipeline import FoleyPipeline
     from ..sampling.generate import SamplingOptions
 
-    guidance = guidance_from(args.guidance, models.model.defaults, args.cfg_scale, args.sync_scale)
+    guidance = guidance_from(args.guidance, models.model.defaults, args.cfg_scale, args.sync_scale, args.anchor)
     options = SamplingOptions(steps=args.steps, seed=args.seed, takes=args.takes,
                               window_seconds=args.window_seconds).resolved(models.model)
     pipeline = FoleyPipeline(models, device=args.device, offload=args.offload, gpu_blocks=args.gpu_blocks)

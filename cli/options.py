@@ -11,14 +11,16 @@ def add_model_arguments(p: argparse.ArgumentParser, default: str | None = "demo"
     p.add_argument("--family", help="hunyuanvideo-foley or mmaudio, where --models holds a set of each")
 
 
-def guidance_from(name: str, defaults, cfg_scale: float | None = None, sync_scale: float | None = None):
-    """CFG or SyncCFG by name, with the model's defaults for the scales not given."""
+def guidance_from(name: str, defaults, cfg_scale: float | None = None, sync_scale: float | None = None,
+                  anchor: str | None = None):
+    """CFG or SyncCFG by name, with the model's defaults for the scales and anchor not given."""
     from ..sampling.guidance import CFG, SyncCFG
 
     scale = defaults.cfg_scale if cfg_scale is None else cfg_scale
     if name == "cfg":
         return CFG(scale)
-    return SyncCFG(scale, defaults.sync_scale if sync_scale is None else sync_scale)
+    return SyncCFG(scale, defaults.sync_scale if sync_scale is None else sync_scale,
+                   defaults.anchor if anchor is None else anchor)
 
 
 def add_memory_arguments(p: argparse.ArgumentParser) -> None:

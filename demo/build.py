@@ -6,7 +6,7 @@ Steps (each can be run alone with `--only`; later steps reuse what earlier ones 
   vae       the DAC-VAE, from demo/vae.toml (`syncfoley train-vae`)
   dit       the MM-DiT from scratch, from demo/dit.toml (`syncfoley train`: feature cache, then training)
   export    the VAE and DiT into demo/weights/, and demo/manifest.json (seeds, losses, times, sizes)
-  sweep     SyncCFG's sync_scale chosen on the validation clips (never the test clips)
+  sweep     SyncCFG's sync_scale and anchor chosen on the validation clips over 3 seeds (never the test clips)
   evaluate  onset F1 / AV-Align of CFG and SyncCFG on the 50 test clips, beside the ground truth and
             the random-onset baseline (`syncfoley eval-sync`); the table goes into the manifest
   examples  the example videos Load Video offers by name (demo/examples/)
@@ -155,25 +155,36 @@ def _evaluate(data: Path, guidances: dict, clips: int | None = None, ground_trut
 
 
 def sweep(log=print) -> dict:
-    from ..sampling.guidance import CFG, SyncCFG
+    """SyncCFG's sync_scale against CFG on the validation clips over 3 seeds (`eval-sync --sweep`)."""
+    from ..evaluation.sweep import format_sweep, parse_grid, run_sweep
+    from ..evaluation.sync_eval import load_held_out
+    from ..pipeline import FoleyPipeline
 
-    scale = DEMO.defaults.cfg_scale
-    guidances = {"cfg": CFG(scale), **{f"synccfg {s:g}": SyncCFG(scale, s) for s in SYNC_SCALES}}
-    report = _evaluate(BUILD / "val", guidances, ground_truth=False)
-    f1 = {name: round(s["onset"]["f1"], 4) for name, s in report["sources"].items()}
-    best = max(SYNC_SCALES, key=lambda s: f1[f"synccfg {s:g}"])
-    log(f"validation onset F1: {f1}; sync_scale {best:g} chosen")
-    return {"sync_scale_sweep": {"data": "val (seed 2)", "f1": f1, "chosen": best}}
+    grid = "cfg; " + "; ".join(f"sync:sync={s:g}:anchor={a}" for a in ("static", "shift") for s in SYNC_SCALES)
+    entries = parse_grid(grid, DEMO.defaults)
+    pipeline = FoleyPipeline(bundle.demo_models(device="cpu"), device="cpu")
+    report = run_sweep(pipeline, load_held_out(BUILD / "val"), entries, [0, 1, 2], DEMO.defaults.steps,
+                       {"draws": 0}, ground_truth=False)
+    log(format_sweep(report))
+    summary = report["sweep"]["summary"]
+    best, anchor = max(((s, a) for a in ("static", "shift") for s in SYNC_SCALES),
+                       key=lambda c: summary[f"synccfg {DEMO.defaults.cfg_scale:g}/{c[0]:g} {c[1]}"]["f1"])
+    f1 = {name: round(s["f1"], 4) for name, s in summary.items()}
+    log(f"validation onset F1: {f1}; sync_scale {best:g} with the {anchor} anchor chosen")
+    return {"sync_scale_sweep": {"data": "val (seed 2)", "seeds": [0, 1, 2], "f1": f1, "chosen": best,
+                                 "chosen_anchor": anchor,
+                                 "table": format_sweep(report).splitlines()}}
 
 
 def evaluate_test(log=print) -> dict:
     from ..evaluation.sync_eval import format_table
     from ..sampling.guidance import CFG, SyncCFG
 
-    scale = _manifest().get("sync_scale_sweep", {}).get("chosen", 1.0)
+    chosen = _manifest().get("sync_scale_sweep", {})
+    scale, anchor = chosen.get("chosen", 1.0), chosen.get("chosen_anchor", "static")
     started = time.perf_counter()
     report = _evaluate(BUILD / "test", {"cfg": CFG(DEMO.defaults.cfg_scale),
-                                        "synccfg": SyncCFG(DEMO.defaults.cfg_scale, scale)})
+                                        "synccfg": SyncCFG(DEMO.defaults.cfg_scale, scale, anchor)})
     table = format_table(report)
     log(table)
     (BUILD / "test_eval.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
@@ -181,7 +192,7 @@ def evaluate_test(log=print) -> dict:
                       "recall": round(s["onset"]["recall"], 4), "shifted_f1": round(s["shifted"]["f1"], 4),
                       "av_align": round(s["av_align"], 4)} for name, s in report["sources"].items()}
     return {"evaluation": {"data": "test (seed 3)", "clips": report["clips"], "steps": DEMO.defaults.steps, "cfg_scale": DEMO.defaults.cfg_scale,
-                           "sync_scale": scale, "summary": summary, "table": table.splitlines(),
+                           "sync_scale": scale, "anchor": anchor, "summary": summary, "table": table.splitlines(),
                            "seconds": round(time.perf_counter() - started, 1)}}
 
 

@@ -2,6 +2,7 @@
 
     syncfoley eval-sync VIDEO [AUDIO ...] --synchformer FILE   # any video: DeSync and the offset curve
     syncfoley eval-sync --data DIR [--synchformer FILE]        # held-out world clips: onset F1, AV-Align
+    syncfoley eval-sync --data DIR --models demo --sweep [GRID] --seeds 0,1,2   # CFG vs SyncCFG, 95 % CIs
 
 VIDEO mode scores the video's own soundtrack, or audio files, or every audio file of a folder (e.g.
 generated takes) by DeSync (the Synchformer's offset head over 4.8 s windows, as papers report it)
@@ -10,7 +11,9 @@ and shows each window's offset; --suggest says by how much to shift a consistent
 World mode scores CFG and SyncCFG audio on clips whose event times are known. Sources, any mix:
 the clips' own audio (always, unless --no-ground-truth), folders of audio already generated
 (`--generated NAME=DIR`, files named after the clips), and a model run per guidance (`--models DIR`).
-With --synchformer every source also gets DeSync.
+With --synchformer every source also gets DeSync. --sweep runs a grid of guidances over several
+seeds and reports each one's onset F1 with a bootstrap interval and its paired difference to the
+grid's first entry (`evaluation/sweep.py` says how).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from ..cli.options import add_model_arguments
 from .cli_video import DEFAULT_SYNCHFORMER, evaluate_video, load_sync_model
 from .desync import DEFAULT_STRIDE, SEGMENT_SECONDS
 from .onsets import DEFAULT_TOLERANCE
+from .sweep import DEFAULT_GRID, format_sweep, parse_grid, parse_interval, parse_seeds, run_sweep
 from .sync_eval import AudioSource, evaluate, folder_source, format_table, ground_truth_source, load_held_out
 
 GUIDANCES = ("cfg", "synccfg")
@@ -32,8 +36,11 @@ def _guidance(name: str, args: argparse.Namespace, defaults):
     from ..cli.options import guidance_from
     from ..sampling.guidance import SyncCFG
 
-    guidance = guidance_from(name, defaults, args.cfg_scale, args.sync_scale)
-    return SyncCFG(guidance.scale, guidance.sync_scale, args.anchor) if isinstance(guidance, SyncCFG) else guidance
+    guidance = guidance_from(name, defaults, args.cfg_scale, args.sync_scale, args.anchor)
+    if not isinstance(guidance, SyncCFG):
+        return guidance
+    interval = parse_interval(args.interval) if args.interval else None
+    return SyncCFG(guidance.scale, guidance.sync_scale, guidance.anchor, form=args.sync_form, interval=interval)
 
 
 def _model_sources(args: argparse.Namespace, clips) -> tuple[dict[str, AudioSource], dict]:
@@ -124,7 +131,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
     p.add_argument("--cfg-scale", type=float, default=None, help="default: the model's")
     p.add_argument("--sync-scale", type=float, default=None, help="default: the model's")
-    p.add_argument("--anchor", choices=["static", "shift"], default="static")
+    p.add_argument("--anchor", choices=["static", "shift"], default=None, help="SyncCFG's anchor; default: the model's")
+    p.add_argument("--sync-form", choices=["add", "harmony"], default="add",
+                   help="SyncCFG's form: add (CFG + sync term) or harmony (the anchor as the base)")
+    p.add_argument("--interval", metavar="LOW-HIGH", help="apply the sync term only at sigmas in LOW..HIGH "
+                                                          "(1 = noise), plain CFG elsewhere; default all steps")
+    p.add_argument("--sweep", nargs="?", const=DEFAULT_GRID, metavar="GRID",
+                   help="world mode with --models: score a grid of guidances over --seeds with 95 %% intervals "
+                        f"(default grid: {DEFAULT_GRID!r}; syntax in evaluation/sweep.py)")
+    p.add_argument("--seeds", default="0,1,2", help="--sweep: sampling seeds (default 0,1,2)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed and baseline offsets")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default=None)
@@ -133,7 +148,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "time to threads waiting for each other, most of all on a busy machine; else torch's)")
     p.add_argument("--save-audio", help="also write the generated audio as DIR/<guidance>/<clip>.wav")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="onset match tolerance, s")
-    p.add_argument("--draws", type=int, default=10, help="random offsets per clip for the shifted baseline")
+    p.add_argument("--draws", type=int, default=None,
+                   help="random offsets per clip for the shifted baseline (default 10; with --sweep 0)")
     p.add_argument("--json", help="report file (default: a new DATA/sync_eval_NNNNN.json)")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file (and --save-audio files) if they exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal)")
@@ -181,6 +197,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.json and Path(args.json).exists() and not args.overwrite:
         raise FileExistsError(f"--json '{args.json}' already exists; pass --overwrite to replace it, or choose another name")
     clips = load_held_out(args.data, args.clips or None)
+    if args.sweep is not None:
+        return _sweep(args, clips)
+    args.draws = 10 if args.draws is None else args.draws
     sources: dict[str, AudioSource] = {} if args.no_ground_truth else {"ground truth": ground_truth_source}
     sources.update({name: folder_source(folder) for name, folder in args.generated})
     generated, model_settings = _model_sources(args, clips)
@@ -207,5 +226,29 @@ def _evaluate(args: argparse.Namespace) -> None:
         report["settings"]["model"] = model_settings
     print(format_table(report))
     output = Path(args.json) if args.json else Path(args.data) / (next_free_stem(args.data, "sync_eval") + ".json")
+    write_report(output, json.dumps(report, indent=1) + "\n", overwrite=args.overwrite)
+    print(f"report: {output}")
+
+
+def _sweep(args: argparse.Namespace, clips) -> None:
+    if not args.models:
+        raise SystemExit("eval-sync --sweep: give the model to sample with --models (e.g. --models demo)")
+    from ..pipeline import FoleyModels, FoleyPipeline
+
+    seeds = parse_seeds(args.seeds)
+    output = Path(args.json) if args.json else Path(args.data) / (next_free_stem(args.data, "sync_sweep") + ".json")
+    models = FoleyModels.from_folder(args.models, precision=args.precision, device=args.device, family=args.family,
+                                     model=args.model)
+    entries = parse_grid(args.sweep, models.model.defaults)
+    sync_model = load_sync_model(args.synchformer, args.precision, args.device) if args.synchformer else None
+    evaluate_kwargs = dict(tolerance=args.tolerance, draws=args.draws or 0, seed=0, sync_model=sync_model,
+                           stride=max(1, round(args.window_step / SEGMENT_SECONDS)))
+    report = run_sweep(FoleyPipeline(models, device=args.device), clips, entries, seeds, args.steps, evaluate_kwargs,
+                       ground_truth=not args.no_ground_truth)
+    import torch
+
+    report["settings"] = {"data": str(args.data), "model": models.model.variant, "grid": args.sweep,
+                          "steps": args.steps or models.model.defaults.steps, "threads": torch.get_num_threads()}
+    print(format_sweep(report))
     write_report(output, json.dumps(report, indent=1) + "\n", overwrite=args.overwrite)
     print(f"report: {output}")

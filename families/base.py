@@ -21,6 +21,7 @@ class SamplingDefaults:
     steps: int
     cfg_scale: float = 4.5
     sync_scale: float = 1.0  # SyncCFG's sync term
+    anchor: str = "static"  # SyncCFG's negative anchor: "static" (first frame held) or "shift"
     negative_prompt: str = ""
     window_seconds: float | None = None  # long videos: windows of the length the model was trained on
     overlap_seconds: float = 1.0

@@ -8,8 +8,9 @@ from .base import Family, SamplingDefaults
 DEMO = Family(
     name="syncfoley-demo",
     title="the SyncFoley demo model",
-    # 25 steps as evaluated; SyncCFG's sync term: the best of 0.5, 1, 2, 3 on the validation clips.
-    defaults=SamplingDefaults(steps=25, cfg_scale=4.5, sync_scale=0.5, negative_prompt="noisy, harsh"),
+    # 25 steps as evaluated; SyncCFG: the shift anchor at sync scale 2, the best on the validation clips
+    # (3 seeds; `eval-sync --sweep`, manifest "sync_scale_sweep"). The static anchor never beat CFG there.
+    defaults=SamplingDefaults(steps=25, cfg_scale=4.5, sync_scale=2.0, anchor="shift", negative_prompt="noisy, harsh"),
     text_encoders=("demo-text",),
     image_encoders=("demo-image",),
     sync_encoders=("demo-sync",),

@@ -105,8 +105,9 @@ class SyncFoleySyncCFG:
             "scale": ("FLOAT", {"default": HUNYUAN.defaults.cfg_scale, **SCALE, "tooltip": "CFG strength."}),
             "sync_scale": ("FLOAT", {"default": HUNYUAN.defaults.sync_scale, "min": -10.0, "max": 10.0, "step": 0.1,
                                      "tooltip": "Strength of the sync term; 0 is plain CFG."}),
-            "anchor": (list(ANCHORS), {"default": "static", "tooltip": "static: first frame held (needs Visual Encode "
-                                       "with static_anchor on); shift: the video moved by shift_seconds."}),
+            "anchor": (list(ANCHORS), {"default": HUNYUAN.defaults.anchor, "tooltip": "static: first frame held (needs "
+                                       "Visual Encode with static_anchor on); shift: the video moved by shift_seconds "
+                                       "(the one that beats CFG on the demo world: README, Measuring)."}),
             "shift_seconds": ("FLOAT", {"default": 0.64, "min": -10.0, "max": 10.0, "step": 0.04,
                                         "tooltip": "Time shift of the shift anchor (whole Synchformer segments of "
                                                    "0.32 s work best)."}),

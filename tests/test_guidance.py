@@ -171,7 +171,7 @@ def test_the_host_read_spy_sees_item():
 
 
 @pytest.mark.parametrize("sampler, guidance, window", [
-    ("euler", CFG(4.5), None), ("heun", SyncCFG(4.5, 1.0), None), ("dpmpp_2m", CFG(4.5), 1.0),
+    ("euler", SyncCFG(4.5, 1.0, form="harmony", interval=(0.3, 0.8)), None), ("heun", SyncCFG(4.5, 1.0), None), ("dpmpp_2m", CFG(4.5), 1.0),
     ("rk4", SyncCFG(4.5, 0.5), 1.0),
 ])
 def test_sampling_steps_never_read_back_to_the_host(parity_dit, conditions, sampler, guidance, window):
@@ -188,3 +188,73 @@ def test_sampling_steps_never_read_back_to_the_host(parity_dit, conditions, samp
     assert spy.step == 4
     # Reads while preparing (before step 1's callback) are allowed; none may happen between steps.
     assert [read for read in spy.reads if read[0] is not None] == []
+
+
+# SyncCFG's formula on hand-made velocities: distinct powers of two, so every term's sign and scale shows.
+U, C, A = torch.tensor([1.0, -2.0]), torch.tensor([4.0, 8.0]), torch.tensor([16.0, 32.0])
+BRANCHES = {"uncond": U, "cond": C, "anchor": A}
+
+
+def test_sync_term_sign_is_pinned():
+    # CFG (10, 28) + 2 * (cond - anchor) = (10 - 24, 28 - 48); with anchor - cond it would be (34, 76).
+    out = SyncCFG(3.0, 2.0).combine(BRANCHES)
+    torch.testing.assert_close(out, torch.tensor([-14.0, -20.0]), rtol=0, atol=0)
+
+
+def test_harmony_form_takes_the_anchor_as_the_base():
+    # Without text CFG: anchor + 2 * (cond - anchor) = (16 - 24, 32 - 48).
+    alone = SyncCFG(1.0, 2.0, form="harmony")
+    assert alone.branches == ("cond", "anchor")
+    torch.testing.assert_close(alone.combine(BRANCHES), torch.tensor([-8.0, -16.0]), rtol=0, atol=0)
+    # With it: uncond + 3 (anchor - uncond) + 2 (cond - anchor) = (1 + 45 - 24, -2 + 102 - 48).
+    both = SyncCFG(3.0, 2.0, form="harmony")
+    torch.testing.assert_close(both.combine(BRANCHES), torch.tensor([22.0, 52.0]), rtol=0, atol=0)
+    # ... which is the "add" form at sync scale 2 - 3, and plain CFG at sync scale = scale.
+    torch.testing.assert_close(both.combine(BRANCHES), SyncCFG(3.0, -1.0).combine(BRANCHES))
+    torch.testing.assert_close(SyncCFG(3.0, 3.0, form="harmony").combine(BRANCHES), CFG(3.0).combine(BRANCHES))
+    assert SyncCFG(3.0, 0.0, form="harmony").branches == ("uncond", "cond", "anchor")  # CFG on the anchor
+
+
+@pytest.mark.parametrize("form", ["add", "harmony"])
+def test_interval_applies_the_sync_term_only_inside(form):
+    guidance = SyncCFG(3.0, 2.0, form=form, interval=(0.2, 0.6))
+    inside = SyncCFG(3.0, 2.0, form=form).combine(BRANCHES)
+    for sigma, expected in ((0.2, inside), (0.5, inside), (0.6, inside), (0.7, CFG(3.0).combine(BRANCHES)),
+                            (0.1, CFG(3.0).combine(BRANCHES))):
+        torch.testing.assert_close(guidance.combine(BRANCHES, torch.tensor(sigma)), expected)
+    # Per-sample sigmas broadcast over each sample.
+    batch = {name: v.expand(2, 3, 2) for name, v in BRANCHES.items()}
+    out = guidance.combine(batch, torch.tensor([0.5, 0.9]))
+    torch.testing.assert_close(out[0], inside.expand(3, 2))
+    torch.testing.assert_close(out[1], CFG(3.0).combine(BRANCHES).expand(3, 2))
+    with pytest.raises(ValueError, match="needs the step's sigma"):
+        guidance.combine(BRANCHES)
+    with pytest.raises(ValueError, match="0 <= low <= high <= 1"):
+        SyncCFG(3.0, 2.0, interval=(0.8, 0.2))
+    with pytest.raises(ValueError, match="choose one of add, harmony"):
+        SyncCFG(3.0, 2.0, form="ratio")
+
+
+def test_interval_in_sampling_changes_only_the_steps_inside(parity_dit, conditions):
+    """Sampled with an interval that holds no step's sigma, SyncCFG is CFG; with one holding the first
+    step only, it is neither CFG nor SyncCFG on every step."""
+    text, visual = conditions
+    options = SamplingOptions(steps=2, seed=3)  # sigmas 1 and 1/2
+    cfg = generate_latents(parity_dit, text, visual, CFG(4.5), options)
+    sync = generate_latents(parity_dit, text, visual, SyncCFG(4.5, 2.0), options)
+    never = generate_latents(parity_dit, text, visual, SyncCFG(4.5, 2.0, interval=(0.01, 0.2)), options)
+    first = generate_latents(parity_dit, text, visual, SyncCFG(4.5, 2.0, interval=(0.9, 1.0)), options)
+    assert (never - cfg).abs().max() <= 1e-6 * cfg.abs().max()
+    assert (first - cfg).abs().max() > 1e-3 and (first - sync).abs().max() > 1e-3
+
+
+def test_without_a_guidance_the_models_own_cfg_applies(parity_dit, conditions):
+    from syncfoley.families import as_flow
+
+    text, visual = conditions
+    options = SamplingOptions(steps=1, seed=3)
+    default = generate_latents(parity_dit, text, visual, None, options)
+    own = as_flow(parity_dit).defaults.cfg_scale
+    assert own > 1.0
+    assert torch.equal(default, generate_latents(parity_dit, text, visual, CFG(own), options))
+    assert not torch.equal(default, generate_latents(parity_dit, text, visual, CFG(1.0), options))
