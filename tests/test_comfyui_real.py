@@ -46,7 +46,8 @@ START_TIMEOUT = 180.0
 RUN_TIMEOUT = 300.0
 # Seconds of audio each workflow must give: the input video's length, or the sampler's duration.
 EXPECTED_SECONDS = {"demo": 2.0, "video_to_audio": 2.0, "synccfg_vs_cfg": 2.0, "finetuned_model": 2.0, "long_video": 4.0,
-                    "text_to_audio": 5.0}
+                    "text_to_audio": 5.0, "restyle_audio": 2.0, "fix_a_moment": 2.0, "mmaudio_video_to_audio": 2.0,
+                    "mmaudio_long_video": 4.0}
 
 
 # Server ------------------------------------------------------------------------------------------
