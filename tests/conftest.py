@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,21 @@ def _reference_dir() -> Path | None:
         if candidate and (Path(candidate) / "README.md").exists():
             return Path(candidate)
     return None
+
+
+def mmaudio_vectors(kind: str, *defaults: str) -> list[str]:
+    """Names of the MMAudio parity vectors whose JSON says `kind`, held-back ones dropped into the
+    folder included; `defaults` when the contract is absent (their tests then skip)."""
+    found = _reference_dir()
+    folder = found / "mmaudio" / "parity" if found else None
+    names = []
+    for path in sorted(folder.glob("*.json")) if folder else []:
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("kind") == kind:
+                names.append(path.stem)
+        except (OSError, ValueError):
+            continue
+    return names or list(defaults)
 
 
 @pytest.fixture(scope="session")

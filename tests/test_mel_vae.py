@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import max_abs_error_ratio
+from conftest import max_abs_error_ratio, mmaudio_vectors
 from safetensors.torch import load_file
 
 from syncfoley.models.checkpoint import CheckpointError, identify
@@ -15,7 +15,8 @@ from syncfoley.models.mel_vae_constants import MEL_NORMALISATION
 from syncfoley.models.ops import CastOps
 
 RELEASE_NUMBERS = {"vae_16k": 171_657_378, "vae_44k": 305_479_938}
-CASES = {"mmaudio_vae16k_tiny": (80, 16000, 512), "mmaudio_vae44k_tiny": (128, 44100, 1024)}
+CASES = mmaudio_vectors("mmaudio_mel_vae", "mmaudio_vae16k_tiny", "mmaudio_vae44k_tiny")
+RATE_AND_HOP = {80: (16000, 512), 128: (44100, 1024)}  # the release's two mel VAEs, by mel count
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def release_file(reference_dir, seeded, tmp_path_factory):
 def test_parity_through_release_file(release_file, name):
     config, path, io, _ = release_file(name)
     vae = MelVae.from_checkpoint(path)
-    mels, sample_rate, hop = CASES[name]
+    mels = config["ctor_kwargs"]["data_dim"]
+    sample_rate, hop = RATE_AND_HOP[mels]
     assert vae.config == MelVaeConfig(**config["ctor_kwargs"])
     assert (vae.config.n_mels, vae.config.latent_dim, vae.sample_rate, vae.hop) == (
         mels, config["ctor_kwargs"]["embed_dim"], sample_rate, hop)

@@ -5,7 +5,8 @@ import json
 
 import pytest
 import torch
-from conftest import max_abs_error_ratio
+from conftest import max_abs_error_ratio, mmaudio_vectors
+from tiny_mmaudio import nominal_seconds
 from safetensors.torch import save_file
 
 from syncfoley.models import mmaudio_config
@@ -18,7 +19,7 @@ CONDITION_FIELDS = ("clip_f", "sync_f", "text_f", "clip_f_c", "text_f_c")
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", params=["mmaudio_tiny", "mmaudio_tiny_v2"])
+@pytest.fixture(scope="module", params=mmaudio_vectors("mmaudio_network", "mmaudio_tiny", "mmaudio_tiny_v2"))
 def case(request, mmaudio_parity, tmp_path_factory):
     """A parity case loaded from a `.pth` in the release's format (a flat pickled state dict)."""
     config, state_dict, io = mmaudio_parity(request.param)
@@ -40,7 +41,7 @@ def test_config_is_read_from_shapes(case):
                                                          kwargs["num_heads"], kwargs["v2"])
     assert (c.depth, c.fused_blocks) == (kwargs["depth"], kwargs["fused_depth"])
     assert c.variant.startswith("custom")
-    assert c.latent_length(2.0) == kwargs["latent_seq_len"]
+    assert c.latent_length(nominal_seconds(c, kwargs["latent_seq_len"])) == kwargs["latent_seq_len"]
     assert c.condition_lengths(kwargs["latent_seq_len"]) == (kwargs["clip_seq_len"], kwargs["sync_seq_len"])
 
 

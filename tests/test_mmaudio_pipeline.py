@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import max_abs_error_ratio
-from tiny_mmaudio import write_tiny_mmaudio
+from conftest import max_abs_error_ratio, mmaudio_vectors
+from tiny_mmaudio import nominal_seconds, write_tiny_mmaudio
 
 from syncfoley.demo.bundle import example_video
 from syncfoley.families import as_flow
@@ -30,7 +30,7 @@ def models(tiny_set):
     return FoleyModels.from_folder(tiny_set, device="cpu")
 
 
-@pytest.mark.parametrize("name", ["mmaudio_tiny", "mmaudio_tiny_v2"])
+@pytest.mark.parametrize("name", mmaudio_vectors("mmaudio_network", "mmaudio_tiny", "mmaudio_tiny_v2"))
 def test_the_release_sampling_loop_through_our_sampler_and_guidance(mmaudio_parity, tmp_path, name):
     """The vector's 4 Euler steps with CFG 4.5 against the learned empty conditions, run by
     generate_latents with the MMAudio adapter: its time convention, layout and normalisation."""
@@ -39,7 +39,7 @@ def test_the_release_sampling_loop_through_our_sampler_and_guidance(mmaudio_pari
     model = load_foley_model(tmp_path / "mmaudio.pth", "fp32", "cpu")
     assert model.family is MMAUDIO
     network = model.network
-    seconds = 2.0  # La 63 / 87, Lc 16, Ls 40 at 16 kHz / 44.1 kHz: the vector's lengths
+    seconds = nominal_seconds(network.config, io["noise"].shape[1])  # 2 s for the public vectors
     assert model.latent_length(seconds) == io["noise"].shape[1]
     empty_text = network.empty_string_feat[None]
     for b in range(io["noise"].shape[0]):

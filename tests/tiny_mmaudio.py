@@ -85,3 +85,12 @@ def clip_model_cfg(config: ClipConfig) -> dict:
                            "patch_size": config.patch_size},
             "text_cfg": {"context_length": config.context_length, "vocab_size": config.vocab_size,
                          "width": config.text_width, "heads": config.text_heads, "layers": config.text_layers}}
+
+
+def nominal_seconds(config, latent_length: int) -> float:
+    """The shortest clip length (in 0.01 s) whose latents number `latent_length` at `config`'s rate:
+    parity vectors give their lengths, not the duration the release derived them from."""
+    for hundredths in range(1, 100_000):
+        if config.latent_length(hundredths / 100) == latent_length:
+            return hundredths / 100
+    raise ValueError(f"no clip length gives {latent_length} latents at {config.sample_rate} Hz")
