@@ -11,6 +11,7 @@ an existing --out is refused unless --overwrite, and the input video is never wr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -151,7 +152,9 @@ def generate(args: argparse.Namespace):
                                    device=pipeline.device if offloaded else None)
     for rank, (target, take) in enumerate(zip(takes, order)):
         waveform = result.waveform[take]
-        mux_audio(video, waveform, result.sample_rate, target, overwrite=args.overwrite, offset_ms=args.offset_ms)
+        score = None if scores is None else json.dumps({"syncfoley_sync": scores[rank]}, separators=(",", ":"))
+        mux_audio(video, waveform, result.sample_rate, target, overwrite=args.overwrite, offset_ms=args.offset_ms,
+                  comment=score)
         wav = save_audio(target.with_suffix(".wav"), waveform, result.sample_rate, overwrite=args.overwrite)
         yield f"wrote {target} and {wav}"
         if scores is not None:

@@ -119,7 +119,7 @@ def _inspect_source(source: Path, output: Path, original_stream: int) -> _Source
 def mux_audio(video_path: str | os.PathLike, audio: torch.Tensor | np.ndarray, sample_rate: int,
               output_path: str | os.PathLike, *, original_audio: OriginalAudio = "drop", original_level: float = 0.5,
               original_stream: int = 0, overwrite: bool = False, bitrate: int | None = None,
-              offset_ms: float = 0.0) -> Path:
+              offset_ms: float = 0.0, comment: str | None = None) -> Path:
     """Write `output_path`: the video stream of `video_path` copied packet for packet, plus `audio`.
 
     audio: float [C, T] or [T] at `sample_rate`, starting at the video's time 0; it is trimmed or
@@ -128,7 +128,8 @@ def mux_audio(video_path: str | os.PathLike, audio: torch.Tensor | np.ndarray, s
     when the container takes its codec, else re-encoded), or 'mix' it into the new track at linear gain
     `original_level` (the sum is scaled down if it would clip). offset_ms moves the new sound later
     (positive) or earlier (negative) against the picture, e.g. by what `syncfoley eval-sync --suggest`
-    says; the picture is still copied, never re-encoded. Only the first video stream and the chosen
+    says; the picture is still copied, never re-encoded. `comment` goes into the file's own
+    metadata (the container's comment tag: a take's sync score, for instance). Only the first video stream and the chosen
     audio stream are kept. Written under a temporary name and renamed when complete.
     Raises MediaError for unreadable input, missing streams, or an output that cannot be written.
     """
@@ -163,6 +164,8 @@ def mux_audio(video_path: str | os.PathLike, audio: torch.Tensor | np.ndarray, s
         video = first_video_stream(container, source)
         try:
             with av.open(str(temp_path), mode="w") as out:
+                if comment:
+                    out.metadata["comment"] = comment
                 mapping = {video.index: out.add_stream_from_template(video)}
                 mapping[video.index].disposition = av.stream.Disposition.default
                 new_track = add_audio_stream(out, codec, rate, generated.shape[0], bitrate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -246,6 +247,9 @@ def test_generate_picks_the_best_take_by_sync_and_writes_the_scores(tmp_path, ca
     assert [s["rank"] for s in scores] == [1, 2] and sorted(s["sampled_take"] for s in scores) == [1, 2]
     assert [s["desync"] for s in scores] == sorted(s["desync"] for s in scores) and "DeSync" in printed
     assert all(np.isfinite(s["soft_desync"]) and s["windows"] for s in scores)
+    for path, score in zip(written, scores):  # and each video carries its own score in its metadata
+        with av.open(str(path)) as container:
+            assert json.loads(container.metadata["comment"]) == {"syncfoley_sync": score}
     for path in written:  # the score files are outputs too: never written over without --overwrite
         path.unlink()
         path.with_suffix(".wav").unlink()
