@@ -5,8 +5,9 @@ plain modules. Each kernel computes the function of the module it stands for, to
 
 - Channel-last 'same' convolutions as matrix products (im2col: the K shifted copies of the input
   side by side times the `[out, in * K]` view of the weight); a ConvSwiGLU's `w1` and `w3` share
-  their columns, and a convolution with a narrow output (the final layer's 7 taps to 20 or 40
-  channels) runs one GEMM per tap into a shifted accumulator instead of building wide columns.
+  their columns. A convolution whose input is at least as wide as its output (the FFN's `w2`, the
+  final layer) runs one GEMM per tap into a shifted accumulator instead: columns K times a wide
+  input cost more to copy than the shifted adds of a narrower output (less memory, a few % faster).
 - SwiGLU: SiLU and the gating product in place on the first projection's output.
 - q / k RMS norms and rotary embeddings in place in the joint attention's buffers (one complex
   product per rotation, no concatenation afterwards).
@@ -83,9 +84,9 @@ def token_conv(layer: nn.Module, x: torch.Tensor, conv: bool = True) -> torch.Te
     out_dim, in_dim, k = weight.shape
     if k == 1:
         return F.linear(x.flatten(2), weight[..., 0], bias)
-    if out_dim * k > in_dim:
+    if in_dim < out_dim:
         return F.linear(columns(x, k), weight.flatten(1), bias)
-    return _per_tap(x.flatten(2).contiguous(), weight, bias)  # a narrow output: no wide columns
+    return _per_tap(x.flatten(2).contiguous(), weight, bias)  # a wide input: no K-times-wider columns
 
 
 def swiglu(ffn: nn.Module, x: torch.Tensor) -> torch.Tensor:
