@@ -9,35 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from ..pipeline.visualize import _BACKGROUND, _GLYPHS, _GRID, _TEXT, _tick_step
+from ..pipeline.visualize import _BACKGROUND, _GRID, _TEXT, _draw_text, _text_width, _tick_step
 from .desync import SyncCurve
 
 RANGE_SECONDS = 2.0
 _ZERO = torch.tensor([0.55, 0.55, 0.6])
 _GOOD, _NEAR, _BAD = torch.tensor([0.3, 0.85, 0.4]), torch.tensor([0.95, 0.8, 0.25]), torch.tensor([0.95, 0.3, 0.25])
-# The few characters the sync plot's font lacks.
-_EXTRA_GLYPHS = {
-    "+": "...|.#.|###|.#.|...", "-": "...|...|###|...|...", "C": ".##|#..|#..|#..|.##", "Y": "#.#|#.#|.#.|.#.|.#.",
-    "L": "#..|#..|#..|#..|###", "R": "##.|#.#|##.|#.#|#.#", "F": "###|#..|##.|#..|#..", ":": "...|.#.|...|.#.|...",
-}
-_FONT = {**_GLYPHS, **_EXTRA_GLYPHS}
-
-
-def _text_width(text: str, scale: int = 2) -> int:
-    return len(text) * 4 * scale - scale
-
-
-def _draw_text(image: torch.Tensor, text: str, x: int, y: int, colour: torch.Tensor, scale: int = 2) -> int:
-    height, width = image.shape[:2]
-    for char in text:
-        glyph = _FONT.get(char, _FONT[" "])
-        mask = torch.tensor([[c == "#" for c in row] for row in glyph.split("|")])
-        mask = mask.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + mask.shape[1], width), min(y + mask.shape[0], height)
-        if x1 > x0 and y1 > y0:
-            image[y0:y1, x0:x1][mask[y0 - y:y1 - y, x0 - x:x1 - x]] = colour
-        x += mask.shape[1] + scale
-    return x
 
 
 def _colour(offset: float) -> torch.Tensor:

@@ -22,6 +22,7 @@ from .bigvgan_config import BigVGANConfig
 from .bigvgan_layers import RESBLOCKS, AntiAliasedActivation, conv_reach
 from .checkpoint import Checkpoint, CheckpointError, as_checkpoint, assign_state_dict, require_kind
 from .dac_layers import WeightNorm, weight_norm_convs
+from .layers import map_chunks
 from .ops import CastOps, set_precision
 
 FILTER_TOLERANCE = 1e-6
@@ -147,7 +148,7 @@ class BigVGAN(nn.Module):
         mel = mel.to(self.dtype)
         if chunk is None or mel.shape[-1] <= chunk:
             return self._vocode(mel)
-        return self._vocode_chunked(mel, chunk, context)
+        return map_chunks(self._vocode, mel, chunk, context, scale=self.hop)
 
     def _vocode(self, mel: torch.Tensor) -> torch.Tensor:
         x = self.conv_pre(mel)
@@ -161,17 +162,6 @@ class BigVGAN(nn.Module):
             x = total / per_stage
         x = self.conv_post(self.activation_post(x))
         return torch.tanh(x) if self.config.use_tanh_at_final else x.clamp(-1.0, 1.0)
-
-    def _vocode_chunked(self, mel: torch.Tensor, chunk: int, context: int) -> torch.Tensor:
-        frames, hop = mel.shape[-1], self.hop
-        count = math.ceil(frames / chunk)
-        bounds = [frames * i // count for i in range(count + 1)]  # equal pieces: no short last chunk
-        wav = mel.new_empty(mel.shape[0], 1, frames * hop)
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            lo, hi = max(0, start - context), min(frames, end + context)
-            # At the clip's ends the chunk's padding is the one-shot call's padding.
-            wav[..., start * hop:end * hop] = self._vocode(mel[..., lo:hi])[..., (start - lo) * hop:(end - lo) * hop]
-        return wav
 
 
 # Files ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError, assign_state_dict, as_checkpoint, require_kind
 from .dac_layers import Decoder, Encoder, WeightNorm, decoder_context_latents
+from .layers import map_chunks
 from .ops import CastOps
 
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -244,14 +245,7 @@ class DacVae(nn.Module):
         length = z.shape[-1]
         if chunk_latents is None or length <= chunk_latents + 2 * overlap:
             return self._decode_once(z)
-        hop = self.hop_length
-        audio = z.new_empty(z.shape[0], 1, length * hop)
-        for start in range(0, length, chunk_latents):
-            end = min(start + chunk_latents, length)
-            lo, hi = max(0, start - overlap), min(length, end + overlap)
-            piece = self._decode_once(z[..., lo:hi])
-            audio[..., start * hop:end * hop] = piece[..., (start - lo) * hop:(end - lo) * hop]
-        return audio
+        return map_chunks(self._decode_once, z, chunk_latents, overlap, scale=self.hop_length)
 
     def _decode_once(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))

@@ -163,3 +163,23 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: list[int
         return out.transpose(1, 2).flatten(2)
     # The kernels may return [B, L, H, D] memory behind the [B, H, L, D] view, so copy explicitly.
     return tuple(part.transpose(1, 2).flatten(2).contiguous() for part in out.split(split, dim=2))
+
+
+def map_chunks(fn, x: torch.Tensor, chunk: int, context: int, scale: int = 1) -> torch.Tensor:
+    """`fn(x)` for a local `fn` (output length = input length * `scale`), run on pieces of at most
+    `chunk` frames along the last axis so that memory follows the chunk, not the clip.
+
+    Each call sees `context` extra frames on each side (cut at the clip's ends, where the one-shot
+    call's padding applies anyway) and only its centre is kept, so the result equals `fn(x)` whenever
+    `context` covers `fn`'s reach.
+    """
+    length = x.shape[-1]
+    bounds = [*range(0, length, chunk), length]
+    out = None
+    for start, end in zip(bounds[:-1], bounds[1:]):  # the chunks, not the frames
+        lo, hi = max(0, start - context), min(length, end + context)
+        piece = fn(x[..., lo:hi])
+        if out is None:
+            out = piece.new_empty(*piece.shape[:-1], length * scale)
+        out[..., start * scale:end * scale] = piece[..., (start - lo) * scale:(end - lo) * scale]
+    return out

@@ -18,6 +18,7 @@ from torch import nn
 
 from .checkpoint import Checkpoint, CheckpointError, as_checkpoint, assign_state_dict, require_kind
 from .mel_vae_constants import MEL_NORMALISATION
+from .layers import map_chunks
 from .mel_vae_layers import Decoder, Encoder, normalize_mp_weight
 from .ops import CastOps, set_precision
 
@@ -191,7 +192,7 @@ class MelVae(nn.Module):
 
     def _decode_chunked(self, z: torch.Tensor, chunk: int, context: int) -> torch.Tensor:
         decoder = self.decoder
-        stem = _map_chunks(decoder.stem, z, chunk, decoder.stem_context_latents(), scale=1)
+        stem = map_chunks(decoder.stem, z, chunk, decoder.stem_context_latents(), scale=1)
         keys, values = [], []
         for start in range(0, stem.shape[-1], chunk):  # k1 projection: no context needed
             _, k, v = decoder.mid.attn_1.project(stem[..., start:start + chunk])
@@ -202,7 +203,7 @@ class MelVae(nn.Module):
         def attend_and_finish(piece: torch.Tensor) -> torch.Tensor:
             return decoder.tail(decoder.mid.attn_1(piece, keys, values))
 
-        return _map_chunks(attend_and_finish, stem, chunk, context, scale=2)
+        return map_chunks(attend_and_finish, stem, chunk, context, scale=2)
 
     @staticmethod
     def _check_input(x: torch.Tensor, channels: int, what: str) -> None:
@@ -216,19 +217,3 @@ def _release_normalisation(data_dim: int) -> dict[str, torch.Tensor]:
     return {"data_mean": torch.tensor(mean, dtype=torch.float32, device="cpu").view(1, -1, 1),
             "data_std": torch.tensor(std, dtype=torch.float32, device="cpu").view(1, -1, 1)}
 
-
-def _map_chunks(fn, x: torch.Tensor, chunk: int, context: int, scale: int) -> torch.Tensor:
-    """Apply a local `fn` (output length = input length * scale) to `x` in chunks along time.
-
-    Each call sees `context` extra frames on each side (cut at the clip's ends, where the zero
-    padding of the one-shot call applies anyway) and only its centre is kept, so the result equals
-    `fn(x)` whenever `context` covers `fn`'s reach.
-    """
-    length = x.shape[-1]
-    pieces = []
-    for start in range(0, length, chunk):
-        end = min(start + chunk, length)
-        lo, hi = max(0, start - context), min(length, end + context)
-        out = fn(x[..., lo:hi])
-        pieces.append(out[..., (start - lo) * scale:(end - lo) * scale])
-    return torch.cat(pieces, dim=-1)
